@@ -1,0 +1,207 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/turnstile/turnstile/models"
+)
+
+// Error types the session workflow's retry policy treats as final.
+const (
+	ErrTypePermanent   = "Permanent"
+	ErrTypeUnknownType = "UnknownType"
+	// ErrTypeRetryable marks an ordinary handler failure.
+	ErrTypeRetryable = "HandlerError"
+)
+
+// ErrNotFound is what a Recorder returns for a request it does not hold.
+var ErrNotFound = errors.New("request not found")
+
+// Recorder is the part of the request store the activities write to. Every
+// method must be idempotent: activities are retried.
+type Recorder interface {
+	// MarkRunning moves a queued or running request to running and returns
+	// it; a request already final is returned unchanged.
+	MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error)
+	SetAttempts(ctx context.Context, id string, attempts int) error
+	Finish(ctx context.Context, id string, status models.Status, result, errMsg string, attempts int, now time.Time) error
+}
+
+// Activities are the session workflow's activities. Register a *Activities
+// with the worker.
+type Activities struct {
+	Store    Recorder
+	Handlers *Registry
+	Logger   *slog.Logger
+	// HeartbeatEvery is how often Run heartbeats while a handler works; it
+	// must be well below the workflow's heartbeat timeout.
+	HeartbeatEvery time.Duration
+	Now            func() time.Time
+}
+
+func (a *Activities) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now().UTC()
+}
+
+func (a *Activities) logger(ctx context.Context, requestID, userID string) *slog.Logger {
+	l := a.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	info := activity.GetInfo(ctx)
+	return l.With("request_id", requestID, "user_id", userID,
+		"workflow_id", info.WorkflowExecution.ID, "run_id", info.WorkflowExecution.RunID,
+		"activity", info.ActivityType.Name, "attempt", info.Attempt)
+}
+
+// MarkRunningInput names the request to start.
+type MarkRunningInput struct {
+	RequestID string `json:"request_id"`
+	UserID    string `json:"user_id"`
+}
+
+// MarkRunningResult tells the workflow whether to run the request. Status is
+// empty when the store does not hold the request (its submission was undone),
+// a final status when it is already done (a duplicate signal, a cancel that
+// won the race), and running otherwise.
+type MarkRunningResult struct {
+	Status  models.Status   `json:"status"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// MarkRunning records that a request starts and loads its payload.
+func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (MarkRunningResult, error) {
+	req, err := a.Store.MarkRunning(ctx, in.RequestID, a.now())
+	if errors.Is(err, ErrNotFound) {
+		a.logger(ctx, in.RequestID, in.UserID).Warn("request missing from store; skipping")
+		return MarkRunningResult{}, nil
+	}
+	if err != nil {
+		return MarkRunningResult{}, fmt.Errorf("mark running %s: %w", in.RequestID, err)
+	}
+	if req.UserID != in.UserID {
+		// A request ID from another user's signal must never run here.
+		return MarkRunningResult{}, temporal.NewNonRetryableApplicationError(
+			"request belongs to another user", ErrTypePermanent, nil)
+	}
+	return MarkRunningResult{Status: req.Status, Payload: json.RawMessage(req.Payload)}, nil
+}
+
+// RunInput is one request to execute.
+type RunInput struct {
+	RequestID string          `json:"request_id"`
+	UserID    string          `json:"user_id"`
+	Type      string          `json:"type"`
+	Payload   json.RawMessage `json:"payload"`
+}
+
+// RunResult is a request's successful outcome.
+type RunResult struct {
+	Result   json.RawMessage `json:"result"`
+	Attempts int             `json:"attempts"`
+}
+
+// FailureDetails rides on a Run failure so the workflow can record how many
+// attempts were made.
+type FailureDetails struct {
+	Attempts int `json:"attempts"`
+}
+
+// Run executes a request's handler, heartbeating while it works. A handler
+// error comes back as an ApplicationError whose type tells the retry policy
+// whether to try again.
+func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
+	info := activity.GetInfo(ctx)
+	attempt := int(info.Attempt)
+	log := a.logger(ctx, in.RequestID, in.UserID)
+	if attempt > 1 {
+		// Best effort: the final count is written by Finish anyway.
+		if err := a.Store.SetAttempts(ctx, in.RequestID, attempt); err != nil {
+			log.Warn("could not record attempt", "err", err)
+		}
+	}
+	details := FailureDetails{Attempts: attempt}
+	h, err := a.Handlers.Lookup(in.Type)
+	if err != nil {
+		return RunResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeUnknownType, nil, details)
+	}
+
+	stop := a.heartbeat(ctx)
+	start := time.Now()
+	result, err := h.Handle(ctx, Job{ID: in.RequestID, UserID: in.UserID, Type: in.Type, Payload: in.Payload, Attempt: attempt})
+	stop()
+	if err != nil {
+		log.Warn("request attempt failed", "err", err, "permanent", IsPermanent(err), "duration_ms", time.Since(start).Milliseconds())
+		if IsPermanent(err) {
+			return RunResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypePermanent, nil, details)
+		}
+		return RunResult{}, temporal.NewApplicationError(err.Error(), ErrTypeRetryable, details)
+	}
+	if len(result) == 0 {
+		result = json.RawMessage("null")
+	}
+	log.Info("request attempt succeeded", "duration_ms", time.Since(start).Milliseconds())
+	return RunResult{Result: result, Attempts: attempt}, nil
+}
+
+// heartbeat records heartbeats until the returned stop is called, so any
+// handler, however long, shows the server it is alive and learns of
+// cancellation.
+func (a *Activities) heartbeat(ctx context.Context) (stop func()) {
+	every := a.HeartbeatEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx)
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// FinishInput is a request's final outcome.
+type FinishInput struct {
+	RequestID string          `json:"request_id"`
+	UserID    string          `json:"user_id"`
+	Status    models.Status   `json:"status"`
+	Result    json.RawMessage `json:"result,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	Attempts  int             `json:"attempts"`
+}
+
+// Finish records a request's final status, result or error and attempts.
+func (a *Activities) Finish(ctx context.Context, in FinishInput) error {
+	if !in.Status.Final() {
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("finish with non-final status %q", in.Status), ErrTypePermanent, nil)
+	}
+	if err := a.Store.Finish(ctx, in.RequestID, in.Status, string(in.Result), in.Error, in.Attempts, a.now()); err != nil {
+		return fmt.Errorf("finish %s: %w", in.RequestID, err)
+	}
+	a.logger(ctx, in.RequestID, in.UserID).Info("request finished", "status", in.Status, "attempts", in.Attempts, "error", in.Error)
+	return nil
+}

@@ -1,0 +1,167 @@
+// Package models holds the plain types every other package shares: users,
+// requests and their statuses, and the payloads of the session workflow's
+// signals and queries. It depends on nothing but the standard library.
+package models
+
+import "time"
+
+// Role is what a user may do: RoleUser submits requests, RoleAdmin also steers
+// every user's queue.
+type Role string
+
+// Roles.
+const (
+	RoleUser  Role = "user"
+	RoleAdmin Role = "admin"
+)
+
+// User is an account. PasswordHash never leaves the server.
+type User struct {
+	ID           string    `bson:"_id" json:"id"`
+	Email        string    `bson:"email" json:"email"`
+	PasswordHash string    `bson:"password_hash" json:"-"`
+	Role         Role      `bson:"role" json:"role"`
+	Disabled     bool      `bson:"disabled" json:"disabled"`
+	CreatedAt    time.Time `bson:"created_at" json:"created_at"`
+}
+
+// Status is where a request is in its life: queued → running → one of the
+// final statuses.
+type Status string
+
+// Statuses.
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Final reports whether no more work will happen on a request in status s.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+// Valid reports whether s is one of the known statuses.
+func (s Status) Valid() bool {
+	return s == StatusQueued || s == StatusRunning || s.Final()
+}
+
+// Request is one unit of a user's work as MongoDB records it. Payload and
+// Result are JSON documents kept as text, so any JSON value round-trips.
+type Request struct {
+	ID             string     `bson:"_id"`
+	UserID         string     `bson:"user_id"`
+	Type           string     `bson:"type"`
+	Payload        string     `bson:"payload"`
+	IdempotencyKey string     `bson:"idempotency_key,omitempty"`
+	Status         Status     `bson:"status"`
+	Attempts       int        `bson:"attempts"`
+	Result         string     `bson:"result,omitempty"`
+	Error          string     `bson:"error,omitempty"`
+	EnqueuedAt     time.Time  `bson:"enqueued_at"`
+	StartedAt      *time.Time `bson:"started_at,omitempty"`
+	FinishedAt     *time.Time `bson:"finished_at,omitempty"`
+}
+
+// Workflow names, signal names and query names of the session workflow. They
+// are part of the wire contract between API, worker and recorded histories:
+// never rename them.
+const (
+	// TaskQueue is where session workflows and their activities run.
+	TaskQueue = "turnstile"
+	// SessionWorkflowType is the registered name of the session workflow.
+	SessionWorkflowType = "Session"
+	// SignalSubmit carries a Submission: requests to append to the queue.
+	SignalSubmit = "submit"
+	// SignalClose asks the session to end once its queue is empty.
+	SignalClose = "close"
+	// SignalCancel carries a CancelSignal: drop a queued request.
+	SignalCancel = "cancel"
+	// SignalPause stops new requests from starting; the running one finishes.
+	SignalPause = "pause"
+	// SignalResume undoes SignalPause.
+	SignalResume = "resume"
+	// SignalPolicy carries a PolicySignal: the failure policy from now on.
+	SignalPolicy = "policy"
+	// QueryState returns a SessionState.
+	QueryState = "state"
+)
+
+// SessionWorkflowID is the ID of a user's session workflow.
+func SessionWorkflowID(userID string) string { return "session-" + userID }
+
+// QueuedRequest is a request as the session workflow carries it. The payload
+// stays in MongoDB and is loaded when the request starts, so a long queue
+// carried across continue-as-new stays far below Temporal's payload limits.
+type QueuedRequest struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	EnqueuedAt time.Time `json:"enqueued_at"`
+}
+
+// Submission is the payload of SignalSubmit: requests to append, in order.
+type Submission struct {
+	Requests []QueuedRequest `json:"requests"`
+}
+
+// CancelSignal is the payload of SignalCancel.
+type CancelSignal struct {
+	RequestID string `json:"request_id"`
+}
+
+// FailurePolicy says what a session does when a request exhausts its retries.
+type FailurePolicy string
+
+// Failure policies.
+const (
+	// PolicyContinue records the failure and runs the next request.
+	PolicyContinue FailurePolicy = "continue"
+	// PolicyPause records the failure and pauses the queue for an operator.
+	PolicyPause FailurePolicy = "pause"
+)
+
+// Valid reports whether p is a known policy.
+func (p FailurePolicy) Valid() bool { return p == PolicyContinue || p == PolicyPause }
+
+// PolicySignal is the payload of SignalPolicy.
+type PolicySignal struct {
+	Policy FailurePolicy `json:"policy"`
+}
+
+// Session states as SessionState reports them.
+const (
+	SessionOpen    = "open"    // accepting and running requests
+	SessionClosing = "closing" // closed by the user or idle; drains its queue, then ends
+	SessionClosed  = "closed"  // no run of the session workflow exists
+)
+
+// QueueEntry is one waiting request in a SessionState. Position 1 is the next
+// to start.
+type QueueEntry struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Position   int       `json:"position"`
+	EnqueuedAt time.Time `json:"enqueued_at"`
+}
+
+// RunningEntry is the request a session is executing.
+type RunningEntry struct {
+	ID        string    `json:"id"`
+	Type      string    `json:"type"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// SessionState is the answer to QueryState.
+type SessionState struct {
+	UserID      string        `json:"user_id"`
+	State       string        `json:"state"`
+	Paused      bool          `json:"paused"`
+	Policy      FailurePolicy `json:"policy"`
+	QueueLength int           `json:"queue_length"`
+	Queue       []QueueEntry  `json:"queue"`
+	Running     *RunningEntry `json:"running"`
+	Processed   int64         `json:"processed"`
+	Failed      int64         `json:"failed"`
+}

@@ -1,0 +1,484 @@
+// Package workflows holds the session workflow: one long-running workflow per
+// user that receives requests as signals and runs them strictly one at a time,
+// in arrival order.
+package workflows
+
+import (
+	"errors"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/models"
+)
+
+// Search attributes the session keeps current, for the Temporal Web UI and
+// the admin API. They must be registered on the namespace.
+var (
+	UserIDAttr      = temporal.NewSearchAttributeKeyKeyword("UserId")
+	QueueLengthAttr = temporal.NewSearchAttributeKeyInt64("QueueLength")
+	PausedAttr      = temporal.NewSearchAttributeKeyBool("Paused")
+)
+
+// Config tunes a session. Zero fields take the defaults below.
+type Config struct {
+	// IdleTimeout closes a session that has had nothing to do for this long.
+	IdleTimeout time.Duration `json:"idle_timeout"`
+	// MaxAttempts bounds how often a request is tried before it fails.
+	MaxAttempts int32 `json:"max_attempts"`
+	// RetryInitial and RetryMax shape the exponential backoff between tries.
+	RetryInitial time.Duration `json:"retry_initial"`
+	RetryMax     time.Duration `json:"retry_max"`
+	// ExecTimeout bounds one attempt; HeartbeatTimeout detects a dead worker.
+	ExecTimeout      time.Duration `json:"exec_timeout"`
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout"`
+	// MaxSeen bounds the request IDs remembered for deduplication. MongoDB's
+	// status check catches duplicates older than that.
+	MaxSeen int `json:"max_seen"`
+}
+
+// Defaults.
+const (
+	DefaultIdleTimeout      = 10 * time.Minute
+	DefaultMaxAttempts      = 5
+	DefaultRetryInitial     = time.Second
+	DefaultRetryMax         = time.Minute
+	DefaultExecTimeout      = 5 * time.Minute
+	DefaultHeartbeatTimeout = 30 * time.Second
+	DefaultMaxSeen          = 10000
+	// recordTimeout bounds one MongoDB write by a local activity; those are
+	// retried without limit, so a MongoDB outage pauses the queue instead of
+	// failing requests.
+	recordTimeout  = 10 * time.Second
+	recordRetryMax = 30 * time.Second
+)
+
+// WithDefaults returns c with zero fields set to the defaults.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.IdleTimeout, DefaultIdleTimeout)
+	def(&c.RetryInitial, DefaultRetryInitial)
+	def(&c.RetryMax, DefaultRetryMax)
+	def(&c.ExecTimeout, DefaultExecTimeout)
+	def(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.MaxSeen <= 0 {
+		c.MaxSeen = DefaultMaxSeen
+	}
+	return c
+}
+
+// Input starts a session run. Everything but UserID and Config is state
+// carried across continue-as-new.
+type Input struct {
+	UserID    string                 `json:"user_id"`
+	Config    Config                 `json:"config"`
+	Queue     []models.QueuedRequest `json:"queue,omitempty"`
+	Seen      []string               `json:"seen,omitempty"`
+	Processed int64                  `json:"processed,omitempty"`
+	Failed    int64                  `json:"failed,omitempty"`
+	Closed    bool                   `json:"closed,omitempty"`
+	Paused    bool                   `json:"paused,omitempty"`
+	Policy    models.FailurePolicy   `json:"policy,omitempty"`
+}
+
+// outcome is what executing one request ended in.
+type outcome struct {
+	Status models.Status
+	// Skipped is set when the request did not run here: it was missing from
+	// the store, already final (a duplicate) or cancelled first.
+	Skipped bool
+}
+
+// session is the state of one run.
+type session struct {
+	in      Input
+	cfg     Config
+	queue   []models.QueuedRequest
+	seen    map[string]bool
+	order   []string // seen IDs, oldest first, for bounding
+	running *models.RunningEntry
+
+	processed, failed int64
+	closed, paused    bool
+	policy            models.FailurePolicy
+
+	// Search attribute values last written, to upsert only on change.
+	savedQueueLen int64
+	savedPaused   bool
+}
+
+// Session is the session workflow. It returns when its queue is empty and it
+// has been closed, by SignalClose or by the idle timeout, and continues as
+// new when Temporal suggests it.
+func Session(ctx workflow.Context, in Input) error {
+	s := newSession(in)
+	if err := workflow.SetQueryHandler(ctx, models.QueryState, s.state); err != nil {
+		return err
+	}
+	return s.run(ctx)
+}
+
+func newSession(in Input) *session {
+	s := &session{
+		in:        in,
+		cfg:       in.Config.WithDefaults(),
+		queue:     in.Queue,
+		seen:      make(map[string]bool, len(in.Seen)),
+		processed: in.Processed,
+		failed:    in.Failed,
+		closed:    in.Closed,
+		paused:    in.Paused,
+		policy:    in.Policy,
+		// A new run starts with QueueLength and Paused unset in its
+		// visibility record (only UserId is given at start), so the first
+		// pass writes them.
+		savedQueueLen: -1,
+	}
+	if !s.policy.Valid() {
+		s.policy = models.PolicyContinue
+	}
+	for _, id := range in.Seen {
+		s.remember(id)
+	}
+	return s
+}
+
+// remember adds id to the bounded set of seen request IDs.
+func (s *session) remember(id string) {
+	if s.seen[id] {
+		return
+	}
+	s.seen[id] = true
+	s.order = append(s.order, id)
+	for len(s.order) > s.cfg.MaxSeen {
+		delete(s.seen, s.order[0])
+		s.order = s.order[1:]
+	}
+}
+
+// signals are the channels the session listens on.
+type signals struct {
+	submit, close, cancel, pause, resume, policy workflow.ReceiveChannel
+}
+
+func (s *session) run(ctx workflow.Context) error {
+	log := workflow.GetLogger(ctx)
+	sig := signals{
+		submit: workflow.GetSignalChannel(ctx, models.SignalSubmit),
+		close:  workflow.GetSignalChannel(ctx, models.SignalClose),
+		cancel: workflow.GetSignalChannel(ctx, models.SignalCancel),
+		pause:  workflow.GetSignalChannel(ctx, models.SignalPause),
+		resume: workflow.GetSignalChannel(ctx, models.SignalResume),
+		policy: workflow.GetSignalChannel(ctx, models.SignalPolicy),
+	}
+	var (
+		running    workflow.Future
+		idle       workflow.Future
+		cancelIdle workflow.CancelFunc
+	)
+	first := true
+	for {
+		if !first {
+			sel := workflow.NewSelector(ctx)
+			s.listen(ctx, sel, sig)
+			if running != nil {
+				sel.AddFuture(running, func(f workflow.Future) {
+					var out outcome
+					_ = f.Get(ctx, &out) // the coroutine always sets a value
+					s.finished(out)
+					running = nil
+				})
+			}
+			if idle != nil {
+				sel.AddFuture(idle, func(f workflow.Future) {
+					if f.Get(ctx, nil) == nil {
+						log.Info("session idle; closing", "idle_timeout", s.cfg.IdleTimeout)
+						s.closed = true
+					}
+					idle, cancelIdle = nil, nil
+				})
+			}
+			sel.Select(ctx)
+		}
+		first = false
+		// Take in everything else that has arrived, so one workflow task
+		// handles a burst of signals at once.
+		s.drain(ctx, sig)
+
+		// Between two requests is the only safe point to end the run: no
+		// activity is in flight, and everything received is in s.
+		if running == nil {
+			if s.closed && len(s.queue) == 0 {
+				log.Info("session closed and drained; ending", "processed", s.processed)
+				return nil
+			}
+			if workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
+				log.Info("continuing as new", "queue_length", len(s.queue), "processed", s.processed)
+				return workflow.NewContinueAsNewError(ctx, Session, s.carry())
+			}
+			if !s.paused && len(s.queue) > 0 {
+				head := s.queue[0]
+				s.queue = s.queue[1:]
+				running = s.start(ctx, head)
+			}
+		}
+		if err := s.upsertAttributes(ctx); err != nil {
+			return err
+		}
+		isIdle := running == nil && len(s.queue) == 0 && !s.closed
+		switch {
+		case isIdle && idle == nil:
+			var timerCtx workflow.Context
+			timerCtx, cancelIdle = workflow.WithCancel(ctx)
+			idle = workflow.NewTimer(timerCtx, s.cfg.IdleTimeout)
+		case !isIdle && idle != nil:
+			cancelIdle()
+			idle, cancelIdle = nil, nil
+		}
+	}
+}
+
+// listen adds a case per signal channel to sel.
+func (s *session) listen(ctx workflow.Context, sel workflow.Selector, sig signals) {
+	sel.AddReceive(sig.submit, func(c workflow.ReceiveChannel, _ bool) { s.onSubmit(ctx, c) })
+	sel.AddReceive(sig.close, func(c workflow.ReceiveChannel, _ bool) { s.onClose(ctx, c) })
+	sel.AddReceive(sig.cancel, func(c workflow.ReceiveChannel, _ bool) { s.onCancel(ctx, c) })
+	sel.AddReceive(sig.pause, func(c workflow.ReceiveChannel, _ bool) { s.onPause(ctx, c, true) })
+	sel.AddReceive(sig.resume, func(c workflow.ReceiveChannel, _ bool) { s.onPause(ctx, c, false) })
+	sel.AddReceive(sig.policy, func(c workflow.ReceiveChannel, _ bool) { s.onPolicy(ctx, c) })
+}
+
+// drain handles every signal already received, without blocking. Nothing
+// buffered may be left behind when the run ends or continues as new.
+func (s *session) drain(ctx workflow.Context, sig signals) {
+	for {
+		handled := true
+		sel := workflow.NewSelector(ctx)
+		s.listen(ctx, sel, sig)
+		sel.AddDefault(func() { handled = false })
+		sel.Select(ctx)
+		if !handled {
+			return
+		}
+	}
+}
+
+func (s *session) onSubmit(ctx workflow.Context, c workflow.ReceiveChannel) {
+	var sub models.Submission
+	c.Receive(ctx, &sub)
+	for _, r := range sub.Requests {
+		if r.ID == "" || s.seen[r.ID] {
+			continue // a repeated signal: the client retried
+		}
+		s.remember(r.ID)
+		s.queue = append(s.queue, r)
+	}
+	// New work reopens a session that was closing.
+	if len(sub.Requests) > 0 {
+		s.closed = false
+	}
+}
+
+func (s *session) onClose(ctx workflow.Context, c workflow.ReceiveChannel) {
+	c.Receive(ctx, nil)
+	s.closed = true
+}
+
+func (s *session) onCancel(ctx workflow.Context, c workflow.ReceiveChannel) {
+	var cs models.CancelSignal
+	c.Receive(ctx, &cs)
+	for i, r := range s.queue {
+		if r.ID == cs.RequestID {
+			s.queue = append(s.queue[:i:i], s.queue[i+1:]...)
+			return
+		}
+	}
+}
+
+func (s *session) onPause(ctx workflow.Context, c workflow.ReceiveChannel, paused bool) {
+	c.Receive(ctx, nil)
+	s.paused = paused
+}
+
+func (s *session) onPolicy(ctx workflow.Context, c workflow.ReceiveChannel) {
+	var ps models.PolicySignal
+	c.Receive(ctx, &ps)
+	if ps.Policy.Valid() {
+		s.policy = ps.Policy
+	}
+}
+
+// start runs req in its own coroutine and returns a future of its outcome.
+func (s *session) start(ctx workflow.Context, req models.QueuedRequest) workflow.Future {
+	s.running = &models.RunningEntry{ID: req.ID, Type: req.Type, StartedAt: workflow.Now(ctx)}
+	fut, set := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		set.Set(s.execute(ctx, req), nil)
+	})
+	return fut
+}
+
+// finished updates counters and applies the failure policy.
+func (s *session) finished(out outcome) {
+	s.running = nil
+	if out.Skipped {
+		return
+	}
+	switch out.Status {
+	case models.StatusSucceeded:
+		s.processed++
+	case models.StatusFailed:
+		s.processed++
+		s.failed++
+		if s.policy == models.PolicyPause {
+			s.paused = true
+		}
+	}
+}
+
+// execute marks req running, runs it with retries and records the outcome.
+// MongoDB writes are local activities retried without limit; the handler is
+// an activity with the bounded retry policy.
+func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcome {
+	var acts *activities.Activities
+	recordCtx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: recordTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    recordRetryMax,
+		},
+	})
+	var mark activities.MarkRunningResult
+	err := workflow.ExecuteLocalActivity(recordCtx, acts.MarkRunning,
+		activities.MarkRunningInput{RequestID: req.ID, UserID: s.in.UserID}).Get(ctx, &mark)
+	if err != nil || mark.Status != models.StatusRunning {
+		// Missing, already final, or not ours: nothing to run.
+		workflow.GetLogger(ctx).Info("request skipped", "request_id", req.ID, "status", mark.Status, "error", err)
+		return outcome{Status: mark.Status, Skipped: true}
+	}
+
+	runCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: s.cfg.ExecTimeout,
+		HeartbeatTimeout:    s.cfg.HeartbeatTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        s.cfg.RetryInitial,
+			BackoffCoefficient:     2,
+			MaximumInterval:        s.cfg.RetryMax,
+			MaximumAttempts:        s.cfg.MaxAttempts,
+			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, activities.ErrTypeUnknownType},
+		},
+	})
+	var res activities.RunResult
+	err = workflow.ExecuteActivity(runCtx, acts.Run, activities.RunInput{
+		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload,
+	}).Get(ctx, &res)
+
+	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID}
+	if err == nil {
+		fin.Status, fin.Result, fin.Attempts = models.StatusSucceeded, res.Result, res.Attempts
+	} else {
+		fin.Status, fin.Error, fin.Attempts = models.StatusFailed, failureMessage(err), s.attemptsOf(err)
+	}
+	// Finish retries until MongoDB takes it; it fails only on a bug.
+	if err := workflow.ExecuteLocalActivity(recordCtx, acts.Finish, fin).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("could not record outcome", "request_id", req.ID, "error", err)
+	}
+	return outcome{Status: fin.Status}
+}
+
+// failureMessage is the innermost cause of an activity failure, which is what
+// a user wants to read.
+func failureMessage(err error) string {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) {
+		return appErr.Error()
+	}
+	var timeoutErr *temporal.TimeoutError
+	if errors.As(err, &timeoutErr) {
+		return "timed out (" + timeoutErr.TimeoutType().String() + ")"
+	}
+	return err.Error()
+}
+
+// attemptsOf reads the attempt count a Run failure carries; a timeout carries
+// none and can only be final after the last attempt.
+func (s *session) attemptsOf(err error) int {
+	var appErr *temporal.ApplicationError
+	if errors.As(err, &appErr) && appErr.HasDetails() {
+		var d activities.FailureDetails
+		if appErr.Details(&d) == nil && d.Attempts > 0 {
+			return d.Attempts
+		}
+	}
+	return int(s.cfg.MaxAttempts)
+}
+
+// upsertAttributes writes QueueLength and Paused when they changed.
+func (s *session) upsertAttributes(ctx workflow.Context) error {
+	n := int64(len(s.queue))
+	if s.running != nil {
+		n++
+	}
+	var updates []temporal.SearchAttributeUpdate
+	if n != s.savedQueueLen {
+		updates = append(updates, QueueLengthAttr.ValueSet(n))
+	}
+	if s.paused != s.savedPaused || s.savedQueueLen < 0 {
+		updates = append(updates, PausedAttr.ValueSet(s.paused))
+	}
+	if len(updates) == 0 {
+		return nil
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, updates...); err != nil {
+		return err
+	}
+	s.savedQueueLen, s.savedPaused = n, s.paused
+	return nil
+}
+
+// state answers QueryState.
+func (s *session) state() (models.SessionState, error) {
+	st := models.SessionState{
+		UserID:      s.in.UserID,
+		State:       models.SessionOpen,
+		Paused:      s.paused,
+		Policy:      s.policy,
+		QueueLength: len(s.queue),
+		Queue:       make([]models.QueueEntry, len(s.queue)),
+		Running:     s.running,
+		Processed:   s.processed,
+		Failed:      s.failed,
+	}
+	if s.closed {
+		st.State = models.SessionClosing
+	}
+	for i, r := range s.queue {
+		st.Queue[i] = models.QueueEntry{ID: r.ID, Type: r.Type, Position: i + 1, EnqueuedAt: r.EnqueuedAt}
+	}
+	return st, nil
+}
+
+// carry is the input of the next run.
+func (s *session) carry() Input {
+	return Input{
+		UserID:    s.in.UserID,
+		Config:    s.in.Config,
+		Queue:     s.queue,
+		Seen:      s.order,
+		Processed: s.processed,
+		Failed:    s.failed,
+		Closed:    s.closed,
+		Paused:    s.paused,
+		Policy:    s.policy,
+	}
+}

@@ -1,0 +1,442 @@
+package workflows
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/models"
+)
+
+// fakeStore is an in-memory stand-in for MongoDB: these are unit tests of the
+// workflow logic. The real store is exercised by store's and tests/ suites.
+type fakeStore struct {
+	mu   sync.Mutex
+	reqs map[string]*models.Request
+}
+
+func newFakeStore() *fakeStore { return &fakeStore{reqs: map[string]*models.Request{}} }
+
+func (f *fakeStore) add(userID string, ids ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range ids {
+		f.reqs[id] = &models.Request{ID: id, UserID: userID, Type: "work", Payload: `{"id":"` + id + `"}`, Status: models.StatusQueued}
+	}
+}
+
+func (f *fakeStore) get(id string) models.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return *f.reqs[id]
+}
+
+func (f *fakeStore) MarkRunning(_ context.Context, id string, now time.Time) (*models.Request, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.reqs[id]
+	if !ok {
+		return nil, activities.ErrNotFound
+	}
+	if !r.Status.Final() {
+		r.Status = models.StatusRunning
+		if r.StartedAt == nil {
+			r.StartedAt = &now
+		}
+	}
+	c := *r
+	return &c, nil
+}
+
+func (f *fakeStore) SetAttempts(_ context.Context, id string, n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reqs[id].Attempts = n
+	return nil
+}
+
+func (f *fakeStore) Finish(_ context.Context, id string, st models.Status, result, errMsg string, attempts int, now time.Time) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r := f.reqs[id]
+	if r.Status.Final() {
+		return nil
+	}
+	r.Status, r.Result, r.Error, r.Attempts, r.FinishedAt = st, result, errMsg, attempts, &now
+	return nil
+}
+
+// recorder is the "work" handler: it records the order requests ran in,
+// catches overlapping executions and fails requests as told.
+type recorder struct {
+	mu      sync.Mutex
+	order   []string
+	active  int
+	overlap bool
+	// failFirst[id] = n fails the first n attempts of id; -1 fails always.
+	failFirst map[string]int
+	permanent map[string]bool
+}
+
+func (r *recorder) Handle(_ context.Context, job activities.Job) (json.RawMessage, error) {
+	r.mu.Lock()
+	r.active++
+	if r.active > 1 {
+		r.overlap = true
+	}
+	n := r.failFirst[job.ID]
+	perm := r.permanent[job.ID]
+	r.mu.Unlock()
+	defer func() { r.mu.Lock(); r.active--; r.mu.Unlock() }()
+	if perm {
+		return nil, activities.Permanent(errors.New("bad input"))
+	}
+	if n < 0 || job.Attempt <= n {
+		return nil, fmt.Errorf("transient failure %d", job.Attempt)
+	}
+	r.mu.Lock()
+	r.order = append(r.order, job.ID)
+	r.mu.Unlock()
+	return job.Payload, nil
+}
+
+func (r *recorder) ran() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.order...)
+}
+
+const user = "u1"
+
+var testConfig = Config{
+	IdleTimeout:  time.Hour,
+	MaxAttempts:  3,
+	RetryInitial: time.Second,
+	RetryMax:     time.Second,
+}
+
+type harness struct {
+	testsuite.WorkflowTestSuite
+	env   *testsuite.TestWorkflowEnvironment
+	store *fakeStore
+	work  *recorder
+	t     *testing.T
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, store: newFakeStore(), work: &recorder{failFirst: map[string]int{}, permanent: map[string]bool{}}}
+	h.env = h.NewTestWorkflowEnvironment()
+	reg := activities.NewRegistry()
+	reg.Register("work", h.work)
+	h.env.RegisterWorkflowWithOptions(Session, workflow.RegisterOptions{Name: models.SessionWorkflowType})
+	h.env.RegisterActivity(&activities.Activities{Store: h.store, Handlers: reg, HeartbeatEvery: time.Second})
+	return h
+}
+
+// submitAt signals a submission of ids after d.
+func (h *harness) submitAt(d time.Duration, ids ...string) {
+	h.store.add(user, ids...)
+	h.env.RegisterDelayedCallback(func() {
+		sub := models.Submission{}
+		for _, id := range ids {
+			sub.Requests = append(sub.Requests, models.QueuedRequest{ID: id, Type: "work"})
+		}
+		h.env.SignalWorkflow(models.SignalSubmit, sub)
+	}, d)
+}
+
+func (h *harness) signalAt(d time.Duration, name string, arg any) {
+	h.env.RegisterDelayedCallback(func() { h.env.SignalWorkflow(name, arg) }, d)
+}
+
+func (h *harness) run(in Input) {
+	h.t.Helper()
+	if in.UserID == "" {
+		in.UserID = user
+	}
+	if in.Config == (Config{}) {
+		in.Config = testConfig
+	}
+	h.env.ExecuteWorkflow(models.SessionWorkflowType, in)
+	if !h.env.IsWorkflowCompleted() {
+		h.t.Fatal("workflow did not complete")
+	}
+}
+
+func (h *harness) query() models.SessionState {
+	h.t.Helper()
+	v, err := h.env.QueryWorkflow(models.QueryState)
+	if err != nil {
+		h.t.Fatalf("query: %v", err)
+	}
+	var st models.SessionState
+	if err := v.Get(&st); err != nil {
+		h.t.Fatalf("decode state: %v", err)
+	}
+	return st
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *harness) wantRan(want ...string) {
+	h.t.Helper()
+	if got := h.work.ran(); !equal(got, want) {
+		h.t.Fatalf("ran %v, want %v", got, want)
+	}
+	if h.work.overlap {
+		h.t.Fatal("two requests of one user ran at once")
+	}
+}
+
+func (h *harness) wantStatus(id string, st models.Status, attempts int) {
+	h.t.Helper()
+	r := h.store.get(id)
+	if r.Status != st || r.Attempts != attempts {
+		h.t.Fatalf("%s: status %s attempts %d, want %s attempts %d (error %q)", id, r.Status, r.Attempts, st, attempts, r.Error)
+	}
+}
+
+func TestSessionWithFakeStore_RunsInterleavedSignalsInOrder(t *testing.T) {
+	h := newHarness(t)
+	h.submitAt(0, "a1", "a2")
+	h.submitAt(time.Millisecond, "a3")
+	h.submitAt(2*time.Second, "a4", "a5", "a6")
+	h.submitAt(3*time.Second, "a7")
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	if err := h.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	h.wantRan("a1", "a2", "a3", "a4", "a5", "a6", "a7")
+	for _, id := range h.work.ran() {
+		h.wantStatus(id, models.StatusSucceeded, 1)
+		if r := h.store.get(id); r.Result != r.Payload {
+			t.Fatalf("%s: result %q, want payload %q", id, r.Result, r.Payload)
+		}
+	}
+}
+
+func TestSessionWithFakeStore_RetriesThenSucceeds(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["r1"] = 2
+	h.submitAt(0, "r1", "r2")
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("r1", "r2")
+	h.wantStatus("r1", models.StatusSucceeded, 3)
+	h.wantStatus("r2", models.StatusSucceeded, 1)
+}
+
+func TestSessionWithFakeStore_ExhaustedRetriesFailAndQueueMovesOn(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["bad"] = -1
+	h.work.permanent["perm"] = true
+	h.submitAt(0, "ok1", "bad", "perm", "ok2")
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("ok1", "ok2")
+	h.wantStatus("bad", models.StatusFailed, 3)
+	h.wantStatus("perm", models.StatusFailed, 1)
+	if r := h.store.get("bad"); r.Error == "" {
+		t.Fatal("failed request has no error recorded")
+	}
+}
+
+func TestSessionWithFakeStore_FailurePolicyPauseStopsQueueUntilResume(t *testing.T) {
+	h := newHarness(t)
+	h.work.permanent["poison"] = true
+	h.signalAt(0, models.SignalPolicy, models.PolicySignal{Policy: models.PolicyPause})
+	h.submitAt(time.Millisecond, "p1", "poison", "p2")
+	h.env.RegisterDelayedCallback(func() {
+		st := h.query()
+		if !st.Paused || st.QueueLength != 1 || st.Queue[0].ID != "p2" || st.Failed != 1 {
+			t.Errorf("after poison: %+v, want paused with p2 waiting", st)
+		}
+		if got := h.work.ran(); !equal(got, []string{"p1"}) {
+			t.Errorf("ran %v while paused", got)
+		}
+	}, 10*time.Minute)
+	h.signalAt(11*time.Minute, models.SignalResume, nil)
+	h.signalAt(12*time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("p1", "p2")
+	h.wantStatus("poison", models.StatusFailed, 1)
+}
+
+func TestSessionWithFakeStore_CloseWhileBusyDrainsThenEnds(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["c1"] = 2 // keeps c1 busy across retries while close arrives
+	h.submitAt(0, "c1", "c2", "c3")
+	h.signalAt(500*time.Millisecond, models.SignalClose, nil)
+	h.run(Input{})
+	if err := h.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	h.wantRan("c1", "c2", "c3")
+}
+
+func TestSessionWithFakeStore_SubmitAfterCloseReopens(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["o1"] = 1
+	h.submitAt(0, "o1")
+	h.signalAt(100*time.Millisecond, models.SignalClose, nil)
+	h.env.RegisterDelayedCallback(func() {
+		if st := h.query(); st.State != models.SessionClosing {
+			t.Errorf("state %q after close, want closing", st.State)
+		}
+	}, 200*time.Millisecond)
+	h.submitAt(300*time.Millisecond, "o2")
+	h.env.RegisterDelayedCallback(func() {
+		if st := h.query(); st.State != models.SessionOpen {
+			t.Errorf("state %q after a new submission, want open", st.State)
+		}
+	}, 400*time.Millisecond)
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("o1", "o2")
+}
+
+func TestSessionWithFakeStore_IdleTimeoutEndsSession(t *testing.T) {
+	h := newHarness(t)
+	h.submitAt(0, "i1")
+	h.env.RegisterDelayedCallback(func() {
+		if st := h.query(); st.State != models.SessionOpen {
+			t.Errorf("state %q before idle timeout, want open", st.State)
+		}
+	}, 30*time.Minute)
+	start := h.env.Now()
+	h.run(Input{Config: Config{IdleTimeout: time.Hour}})
+	if err := h.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if elapsed := h.env.Now().Sub(start); elapsed < time.Hour {
+		t.Fatalf("session ended after %v, before its idle timeout", elapsed)
+	}
+	h.wantRan("i1")
+}
+
+func TestSessionWithFakeStore_DeduplicatesRepeatedRequestIDs(t *testing.T) {
+	h := newHarness(t)
+	h.submitAt(0, "d1", "d2")
+	h.submitAt(time.Millisecond, "d1")       // a retried signal while queued
+	h.submitAt(10*time.Second, "d2", "d3") // and after it ran
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("d1", "d2", "d3")
+}
+
+func TestSessionWithFakeStore_SkipsRequestsFinalOrMissingInStore(t *testing.T) {
+	h := newHarness(t)
+	h.submitAt(0, "s1", "s2", "s3")
+	// s2 was cancelled in MongoDB before it started; s3's submission was undone.
+	h.store.reqs["s2"].Status = models.StatusCancelled
+	delete(h.store.reqs, "s3")
+	h.submitAt(time.Second, "s4")
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("s1", "s4")
+	h.wantStatus("s2", models.StatusCancelled, 0)
+}
+
+func TestSessionWithFakeStore_CancelSignalRemovesQueuedRequest(t *testing.T) {
+	h := newHarness(t)
+	h.signalAt(0, models.SignalPause, nil)
+	h.submitAt(time.Millisecond, "x1", "x2", "x3")
+	h.signalAt(time.Second, models.SignalCancel, models.CancelSignal{RequestID: "x2"})
+	h.env.RegisterDelayedCallback(func() {
+		st := h.query()
+		if st.QueueLength != 2 || st.Queue[0].ID != "x1" || st.Queue[1].ID != "x3" || st.Queue[1].Position != 2 {
+			t.Errorf("queue after cancel: %+v", st.Queue)
+		}
+	}, 2*time.Second)
+	h.signalAt(3*time.Second, models.SignalResume, nil)
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("x1", "x3")
+}
+
+func TestSessionWithFakeStore_QueryShowsPositionsAndRunning(t *testing.T) {
+	h := newHarness(t)
+	h.signalAt(0, models.SignalPause, nil)
+	h.submitAt(time.Millisecond, "q1", "q2", "q3")
+	h.env.RegisterDelayedCallback(func() {
+		st := h.query()
+		if st.UserID != user || !st.Paused || st.State != models.SessionOpen || st.QueueLength != 3 || st.Running != nil {
+			t.Errorf("state: %+v", st)
+		}
+		for i, e := range st.Queue {
+			if e.Position != i+1 || e.ID != fmt.Sprintf("q%d", i+1) {
+				t.Errorf("queue[%d] = %+v", i, e)
+			}
+		}
+	}, time.Second)
+	h.signalAt(2*time.Second, models.SignalResume, nil)
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("q1", "q2", "q3")
+	if st := h.query(); st.Processed != 3 || st.QueueLength != 0 {
+		t.Fatalf("final state %+v", st)
+	}
+}
+
+func TestSessionWithFakeStore_ContinueAsNewCarriesQueueAndSeen(t *testing.T) {
+	// First run: Temporal suggests continue-as-new at once, so the run must
+	// hand over its whole state without running anything.
+	h := newHarness(t)
+	h.env.SetContinueAsNewSuggested(true)
+	h.store.add(user, "n1", "n2")
+	h.submitAt(0, "n3")
+	h.run(Input{Queue: []models.QueuedRequest{{ID: "n1", Type: "work"}, {ID: "n2", Type: "work"}}, Seen: []string{"old", "n1", "n2"}, Processed: 7})
+	var canErr *workflow.ContinueAsNewError
+	if err := h.env.GetWorkflowError(); !errors.As(err, &canErr) {
+		t.Fatalf("want continue-as-new, got %v", err)
+	}
+	var next Input
+	if err := converter.GetDefaultDataConverter().FromPayloads(canErr.Input, &next); err != nil {
+		t.Fatal(err)
+	}
+	if len(next.Queue) != 3 || next.Queue[0].ID != "n1" || next.Queue[2].ID != "n3" || next.Processed != 7 || len(next.Seen) != 4 {
+		t.Fatalf("carried %+v", next)
+	}
+	if len(h.work.ran()) != 0 {
+		t.Fatalf("ran %v before continuing as new", h.work.ran())
+	}
+
+	// Second run: the carried queue runs in order and the carried seen set
+	// still deduplicates a late repeat of n1 and old.
+	h2 := newHarness(t)
+	h2.store = h.store
+	h2.env.RegisterActivity(&activities.Activities{Store: h.store, Handlers: registryOf(h2.work), HeartbeatEvery: time.Second})
+	h2.submitAt(0, "n1", "old", "n4")
+	h2.signalAt(time.Minute, models.SignalClose, nil)
+	h2.run(next)
+	h2.wantRan("n1", "n2", "n3", "n4")
+	if st := h2.query(); st.Processed != 11 {
+		t.Fatalf("processed %d, want 11", st.Processed)
+	}
+}
+
+func registryOf(h activities.Handler) *activities.Registry {
+	r := activities.NewRegistry()
+	r.Register("work", h)
+	return r
+}
