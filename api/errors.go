@@ -1,0 +1,41 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// apiError is an error with its HTTP status and machine-readable code. Every
+// error answer has the body {"error":{"code","message"}}.
+type apiError struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e apiError) Error() string { return e.Code + ": " + e.Message }
+
+func errBadRequest(code, msg string) apiError { return apiError{http.StatusBadRequest, code, msg} }
+func errNotFound(msg string) apiError         { return apiError{http.StatusNotFound, "not_found", msg} }
+func errConflict(code, msg string) apiError   { return apiError{http.StatusConflict, code, msg} }
+func errUnauthorized(msg string) apiError {
+	return apiError{http.StatusUnauthorized, "unauthorized", msg}
+}
+
+// errUnavailable hides the backend error from the client; it is logged.
+var errUnavailable = apiError{http.StatusServiceUnavailable, "unavailable", "a backend is unavailable; nothing was changed, try again"}
+
+var errInternal = apiError{http.StatusInternalServerError, "internal", "internal error"}
+
+// fail answers with err: an apiError as it is, anything else as 503 (a
+// backend failed; the request was not accepted).
+func fail(c *gin.Context, err error) {
+	var ae apiError
+	if !errors.As(err, &ae) {
+		_ = c.Error(err) // the access log reports it
+		ae = errUnavailable
+	}
+	c.AbortWithStatusJSON(ae.Status, gin.H{"error": ae})
+}

@@ -1,0 +1,159 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+const ctxUser = "turnstile.user"
+
+// currentUser is the authenticated user of a request behind requireUser.
+func currentUser(c *gin.Context) *models.User {
+	return c.MustGet(ctxUser).(*models.User)
+}
+
+// recoverJSON turns a panic into a logged 500 with the JSON error body.
+func (s *server) recoverJSON() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in handler", "panic", fmt.Sprint(p), "path", c.FullPath())
+				fail(c, errInternal)
+			}
+		}()
+		c.Next()
+	}
+}
+
+// accessLog writes one structured line per API call. It never logs bodies,
+// headers or query strings, which may hold tokens or passwords.
+func (s *server) accessLog() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		attrs := []any{
+			"method", c.Request.Method, "route", route, "status", c.Writer.Status(),
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "client_ip", c.ClientIP(),
+		}
+		if u, ok := c.Get(ctxUser); ok {
+			attrs = append(attrs, "user_id", u.(*models.User).ID)
+		}
+		if id := c.GetString("request_id"); id != "" {
+			attrs = append(attrs, "request_id", id, "workflow_id", c.GetString("workflow_id"))
+		}
+		level := slog.LevelInfo
+		if len(c.Errors) > 0 {
+			attrs = append(attrs, "error", c.Errors.String())
+			level = slog.LevelError
+		}
+		s.log.Log(c.Request.Context(), level, "http request", attrs...)
+	}
+}
+
+// limitBody caps every request body at MaxBodyBytes.
+func (s *server) limitBody() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if c.Request.ContentLength > s.cfg.MaxBodyBytes {
+			fail(c, errTooLarge(s.cfg.MaxBodyBytes))
+			return
+		}
+		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		c.Next()
+	}
+}
+
+func errTooLarge(limit int64) apiError {
+	return apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("request body is larger than %d bytes", limit)}
+}
+
+// requireUser authenticates the bearer token and loads its user: a disabled
+// or deleted user's tokens stop working at once.
+func (s *server) requireUser() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		token, err := bearerToken(c.GetHeader("Authorization"))
+		if err != nil {
+			c.Header("WWW-Authenticate", `Bearer realm="turnstile"`)
+			fail(c, errUnauthorized(err.Error()))
+			return
+		}
+		claims, err := s.cfg.Tokens.Parse(token)
+		if err != nil {
+			c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
+			fail(c, errUnauthorized("invalid or expired access token"))
+			return
+		}
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		u, err := s.store.Users.ByID(ctx, claims.Subject)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			fail(c, errUnauthorized("invalid or expired access token"))
+			return
+		case err != nil:
+			fail(c, fmt.Errorf("load user: %w", err))
+			return
+		case u.Disabled:
+			fail(c, errUnauthorized("account disabled"))
+			return
+		}
+		c.Set(ctxUser, u)
+		c.Next()
+	}
+}
+
+// bearerToken extracts the token of an "Authorization: Bearer <token>" header.
+func bearerToken(header string) (string, error) {
+	if header == "" {
+		return "", errors.New("missing Authorization header")
+	}
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", errors.New("authorization scheme must be Bearer")
+	}
+	token = strings.TrimSpace(token)
+	if token == "" || strings.ContainsAny(token, " \t") {
+		return "", errors.New("malformed bearer token")
+	}
+	return token, nil
+}
+
+// decodeJSON reads exactly one JSON object into v, rejecting unknown fields
+// (so a client can never set a field it does not own) and trailing data.
+func decodeJSON(c *gin.Context, v any) error {
+	body, err := io.ReadAll(c.Request.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errTooLarge(tooLarge.Limit)
+	}
+	if err != nil {
+		return errBadRequest("bad_body", "could not read request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errBadRequest("bad_json", "request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errBadRequest("bad_json", "malformed JSON: "+err.Error())
+	}
+	if dec.More() {
+		return errBadRequest("bad_json", "request body must hold exactly one JSON object")
+	}
+	return nil
+}

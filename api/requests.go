@@ -1,0 +1,428 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+// Limits of the request routes.
+const (
+	maxTypeLen        = 64
+	maxIdempotencyKey = 255
+	defaultPageSize   = 20
+	maxPageSize       = 100
+)
+
+// submitItem is one request as a client submits it. Nothing else can be set:
+// owner, status and attempts are the server's.
+type submitItem struct {
+	Type    string          `json:"type"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+// requestView is a request as a client reads it.
+type requestView struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	Payload    json.RawMessage `json:"payload"`
+	Status     models.Status   `json:"status"`
+	Position   *int            `json:"position"`
+	Attempts   int             `json:"attempts"`
+	Result     json.RawMessage `json:"result"`
+	Error      *string         `json:"error"`
+	EnqueuedAt time.Time       `json:"enqueued_at"`
+	StartedAt  *time.Time      `json:"started_at"`
+	FinishedAt *time.Time      `json:"finished_at"`
+}
+
+func viewOf(r *models.Request, position int) requestView {
+	v := requestView{
+		ID: r.ID, Type: r.Type, Payload: rawOrNull(r.Payload), Status: r.Status, Attempts: r.Attempts,
+		Result: rawOrNull(r.Result), EnqueuedAt: r.EnqueuedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt,
+	}
+	if position > 0 && r.Status == models.StatusQueued {
+		v.Position = &position
+	}
+	if r.Error != "" {
+		v.Error = &r.Error
+	}
+	return v
+}
+
+func rawOrNull(s string) json.RawMessage {
+	if s == "" {
+		return json.RawMessage("null")
+	}
+	return json.RawMessage(s)
+}
+
+// idempotencyKey reads and checks the Idempotency-Key header.
+func idempotencyKey(c *gin.Context) (string, error) {
+	key := c.GetHeader("Idempotency-Key")
+	if key == "" {
+		return "", nil
+	}
+	if len(key) > maxIdempotencyKey {
+		return "", errBadRequest("invalid_idempotency_key", fmt.Sprintf("Idempotency-Key is longer than %d characters", maxIdempotencyKey))
+	}
+	for _, ch := range []byte(key) {
+		if ch < 0x21 || ch > 0x7e {
+			return "", errBadRequest("invalid_idempotency_key", "Idempotency-Key must be printable ASCII without spaces")
+		}
+	}
+	return key, nil
+}
+
+// validate checks one item and returns its compacted payload.
+func (s *server) validate(it submitItem) (string, error) {
+	if it.Type == "" || len(it.Type) > maxTypeLen {
+		return "", errBadRequest("invalid_type", "type is required (at most 64 characters)")
+	}
+	payload := it.Payload
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, payload); err != nil {
+		return "", errBadRequest("invalid_payload", "payload is not valid JSON")
+	}
+	if err := s.cfg.Types.Validate(it.Type, buf.Bytes()); errors.Is(err, activities.ErrUnknownType) {
+		return "", errBadRequest("unknown_type", err.Error())
+	} else if err != nil {
+		return "", errBadRequest("invalid_payload", err.Error())
+	}
+	return buf.String(), nil
+}
+
+// batchKey is the idempotency key stored on the i-th request of a batch.
+func batchKey(key string, i, n int) string {
+	if key == "" || n == 1 {
+		return key
+	}
+	return key + "#" + strconv.Itoa(i)
+}
+
+// submit validates, records and signals items as one unit: all are accepted
+// in order or none is. It returns the requests and the position of the first.
+// replayed is true when an earlier submission with the same idempotency key
+// is returned instead.
+func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Request, firstPos int, replayed bool, err error) {
+	u := currentUser(c)
+	key, err := idempotencyKey(c)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	payloads := make([]string, len(items))
+	for i, it := range items {
+		if payloads[i], err = s.validate(it); err != nil {
+			if len(items) > 1 {
+				err = prefixError(err, fmt.Sprintf("requests[%d]: ", i))
+			}
+			return nil, 0, false, err
+		}
+	}
+	// Once validated, finish the write and the signal even if the client
+	// goes away, so the outcome is all or nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), backendTimeout)
+	defer cancel()
+
+	if key != "" {
+		prev, err := s.replay(ctx, u.ID, key, items, payloads)
+		if err != nil || prev != nil {
+			return prev, 0, prev != nil, err
+		}
+	}
+	queued, err := s.store.Requests.CountQueued(ctx, u.ID)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("count queue: %w", err)
+	}
+	if int(queued)+len(items) > s.cfg.MaxQueue {
+		secs := int(s.cfg.QueueFullRetryAfter.Round(time.Second) / time.Second)
+		c.Header("Retry-After", strconv.Itoa(max(secs, 1)))
+		return nil, 0, false, apiError{http.StatusTooManyRequests, "queue_full",
+			fmt.Sprintf("your queue holds %d requests; the limit is %d", queued, s.cfg.MaxQueue)}
+	}
+
+	now := s.now()
+	reqs = make([]models.Request, len(items))
+	signal := models.Submission{Requests: make([]models.QueuedRequest, len(items))}
+	for i, it := range items {
+		reqs[i] = models.Request{
+			ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, Type: it.Type, Payload: payloads[i],
+			IdempotencyKey: batchKey(key, i, len(items)), Status: models.StatusQueued, EnqueuedAt: now,
+		}
+		signal.Requests[i] = models.QueuedRequest{ID: reqs[i].ID, Type: it.Type, EnqueuedAt: now}
+	}
+	if err := s.store.Requests.Insert(ctx, reqs...); err != nil {
+		s.undo(reqs)
+		if errors.Is(err, store.ErrDuplicate) && key != "" {
+			// A concurrent submission with the same key won the race.
+			prev, rerr := s.replay(ctx, u.ID, key, items, payloads)
+			if rerr == nil && prev != nil {
+				return prev, 0, true, nil
+			}
+			return nil, 0, false, errConflict("idempotency_key_in_use", "a submission with this Idempotency-Key is in progress; retry")
+		}
+		return nil, 0, false, fmt.Errorf("insert requests: %w", err)
+	}
+	if err := s.sessions.Submit(ctx, u.ID, signal.Requests); err != nil {
+		// Not accepted: undo the write so nothing runs that the client was
+		// told failed. If the signal did land, the session finds no record
+		// and skips the request.
+		s.undo(reqs)
+		return nil, 0, false, fmt.Errorf("signal session: %w", err)
+	}
+	c.Set("request_id", reqs[0].ID)
+	c.Set("workflow_id", models.SessionWorkflowID(u.ID))
+	s.log.Info("requests accepted", "user_id", u.ID, "request_id", reqs[0].ID, "count", len(reqs),
+		"workflow_id", models.SessionWorkflowID(u.ID), "type", reqs[0].Type)
+	return reqs, int(queued) + 1, false, nil
+}
+
+// replay returns the requests of an earlier submission with the same key, or
+// nil if there is none. A key reused for different content is a 409. A
+// replayed request still queued is signalled again: if the first attempt
+// crashed between MongoDB and Temporal, this completes it, and the session
+// ignores a request ID it has already seen.
+func (s *server) replay(ctx context.Context, userID, key string, items []submitItem, payloads []string) ([]models.Request, error) {
+	prev := make([]models.Request, 0, len(items))
+	for i := range items {
+		r, err := s.store.Requests.ByIdempotencyKey(ctx, userID, batchKey(key, i, len(items)))
+		if errors.Is(err, store.ErrNotFound) {
+			if i == 0 {
+				return nil, nil
+			}
+			return nil, errConflict("idempotency_key_reused", "Idempotency-Key was used for a different submission")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find by idempotency key: %w", err)
+		}
+		if r.Type != items[i].Type || r.Payload != payloads[i] {
+			return nil, errConflict("idempotency_key_reused", "Idempotency-Key was used for a different submission")
+		}
+		prev = append(prev, *r)
+	}
+	var again []models.QueuedRequest
+	for _, r := range prev {
+		if r.Status == models.StatusQueued {
+			again = append(again, models.QueuedRequest{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt})
+		}
+	}
+	if len(again) > 0 {
+		if err := s.sessions.Submit(ctx, userID, again); err != nil {
+			return nil, fmt.Errorf("re-signal session: %w", err)
+		}
+	}
+	return prev, nil
+}
+
+// undo deletes requests whose submission failed; best effort, detached from
+// the caller's deadline.
+func (s *server) undo(reqs []models.Request) {
+	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
+	defer cancel()
+	for _, r := range reqs {
+		if err := s.store.Requests.Delete(ctx, r.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("could not undo a failed submission; the request stays queued until its key is retried",
+				"request_id", r.ID, "user_id", r.UserID, "error", err)
+		}
+	}
+}
+
+func prefixError(err error, prefix string) error {
+	var ae apiError
+	if errors.As(err, &ae) {
+		ae.Message = prefix + ae.Message
+		return ae
+	}
+	return err
+}
+
+func (s *server) handleSubmit() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var in submitItem
+		if err := decodeJSON(c, &in); err != nil {
+			fail(c, err)
+			return
+		}
+		reqs, pos, replayed, err := s.submit(c, []submitItem{in})
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		if replayed && reqs[0].Status == models.StatusQueued {
+			ctx, cancel := backendCtx(c)
+			defer cancel()
+			pos = s.position(ctx, currentUser(c).ID, reqs[0].ID)
+		}
+		c.JSON(http.StatusAccepted, viewOf(&reqs[0], pos))
+	}
+}
+
+func (s *server) handleSubmitBatch() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		var in struct {
+			Requests []submitItem `json:"requests"`
+		}
+		if err := decodeJSON(c, &in); err != nil {
+			fail(c, err)
+			return
+		}
+		if len(in.Requests) == 0 || len(in.Requests) > s.cfg.MaxBatch {
+			fail(c, errBadRequest("invalid_batch", fmt.Sprintf("requests must hold 1 to %d items", s.cfg.MaxBatch)))
+			return
+		}
+		reqs, pos, _, err := s.submit(c, in.Requests)
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		out := make([]requestView, len(reqs))
+		for i := range reqs {
+			p := 0
+			if pos > 0 {
+				p = pos + i
+			}
+			out[i] = viewOf(&reqs[i], p)
+		}
+		c.JSON(http.StatusAccepted, gin.H{"requests": out})
+	}
+}
+
+// position finds a queued request's place in its session's queue; 0 when
+// unknown.
+func (s *server) position(ctx context.Context, userID, requestID string) int {
+	st, err := s.sessions.State(ctx, userID)
+	if err != nil {
+		return 0
+	}
+	for _, e := range st.Queue {
+		if e.ID == requestID {
+			return e.Position
+		}
+	}
+	return 0
+}
+
+func (s *server) handleGetRequest() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		r, err := s.store.Requests.Get(ctx, u.ID, c.Param("id"))
+		if errors.Is(err, store.ErrNotFound) {
+			fail(c, errNotFound("no such request"))
+			return
+		} else if err != nil {
+			fail(c, fmt.Errorf("get request: %w", err))
+			return
+		}
+		pos := 0
+		if r.Status == models.StatusQueued {
+			pos = s.position(ctx, u.ID, r.ID)
+		}
+		c.JSON(http.StatusOK, viewOf(r, pos))
+	}
+}
+
+func (s *server) handleListRequests() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		status := models.Status(c.Query("status"))
+		if status != "" && !status.Valid() {
+			fail(c, errBadRequest("invalid_status", "status must be one of queued, running, succeeded, failed, cancelled"))
+			return
+		}
+		limit := defaultPageSize
+		if v := c.Query("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > maxPageSize {
+				fail(c, errBadRequest("invalid_limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize)))
+				return
+			}
+			limit = n
+		}
+		before, err := decodeCursor(c.Query("cursor"))
+		if err != nil {
+			fail(c, err)
+			return
+		}
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		reqs, err := s.store.Requests.List(ctx, u.ID, status, limit, before)
+		if err != nil {
+			fail(c, fmt.Errorf("list requests: %w", err))
+			return
+		}
+		out := make([]requestView, len(reqs))
+		for i := range reqs {
+			out[i] = viewOf(&reqs[i], 0)
+		}
+		var next *string
+		if len(reqs) == limit {
+			cur := encodeCursor(reqs[len(reqs)-1].ID)
+			next = &cur
+		}
+		c.JSON(http.StatusOK, gin.H{"requests": out, "next_cursor": next})
+	}
+}
+
+// Cursors are opaque to clients: the last request ID of a page, encoded.
+func encodeCursor(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+
+func decodeCursor(cur string) (string, error) {
+	if cur == "" {
+		return "", nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(cur)
+	if err != nil {
+		return "", errBadRequest("invalid_cursor", "cursor is not one this API returned")
+	}
+	id, err := uuid.ParseBytes(raw)
+	if err != nil || id.String() != string(raw) {
+		return "", errBadRequest("invalid_cursor", "cursor is not one this API returned")
+	}
+	return string(raw), nil
+}
+
+func (s *server) handleCancelRequest() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		r, err := s.store.Requests.CancelQueued(ctx, u.ID, c.Param("id"), s.now())
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			fail(c, errNotFound("no such request"))
+			return
+		case errors.Is(err, store.ErrConflict):
+			fail(c, errConflict("not_queued", "only a queued request can be cancelled; this one is running or finished"))
+			return
+		case err != nil:
+			fail(c, fmt.Errorf("cancel request: %w", err))
+			return
+		}
+		// MongoDB now says cancelled, which the session checks before it
+		// starts a request; the signal only tidies its queue.
+		if err := s.sessions.Cancel(ctx, u.ID, r.ID); err != nil {
+			s.log.Warn("cancel signal failed; the session will skip the request when it reaches it",
+				"request_id", r.ID, "user_id", u.ID, "error", err)
+		}
+		c.Set("request_id", r.ID)
+		c.JSON(http.StatusOK, viewOf(r, 0))
+	}
+}

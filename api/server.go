@@ -1,0 +1,126 @@
+// Package api is Turnstile's HTTP API (gin). NewServer wires every route in
+// routes.go to small handlers that close over their dependencies.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+// Sessions is the Temporal side the API needs; *starter.Starter implements
+// it, and handler tests may fake it.
+type Sessions interface {
+	Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error
+	State(ctx context.Context, userID string) (models.SessionState, error)
+	Close(ctx context.Context, userID string) error
+	Cancel(ctx context.Context, userID, requestID string) error
+	Ping(ctx context.Context) error
+}
+
+// TypeValidator checks a request type and payload before they are queued;
+// *activities.Registry implements it.
+type TypeValidator interface {
+	Validate(typ string, payload json.RawMessage) error
+}
+
+// Config holds the API's limits and collaborators. Zero limits take the
+// defaults below.
+type Config struct {
+	Tokens     *auth.Tokens
+	RefreshTTL time.Duration
+	Types      TypeValidator
+	Logger     *slog.Logger
+
+	// MaxBodyBytes bounds a request body (413 beyond).
+	MaxBodyBytes int64
+	// MaxQueue bounds a user's queued requests (429 beyond).
+	MaxQueue int
+	// MaxBatch bounds the requests in one batch submission.
+	MaxBatch int
+	// QueueFullRetryAfter is the Retry-After sent with a full queue's 429.
+	QueueFullRetryAfter time.Duration
+	// TrustedProxies may set X-Forwarded-For; nil trusts none, so the
+	// client IP is the peer address.
+	TrustedProxies []string
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultRefreshTTL          = 30 * 24 * time.Hour
+	DefaultMaxBodyBytes        = 256 << 10
+	DefaultMaxQueue            = 1000
+	DefaultMaxBatch            = 100
+	DefaultQueueFullRetryAfter = 5 * time.Second
+	// backendTimeout bounds the MongoDB and Temporal calls of one API call.
+	backendTimeout = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	if c.RefreshTTL <= 0 {
+		c.RefreshTTL = DefaultRefreshTTL
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = DefaultMaxQueue
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.QueueFullRetryAfter <= 0 {
+		c.QueueFullRetryAfter = DefaultQueueFullRetryAfter
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// server is what the handlers close over.
+type server struct {
+	cfg      Config
+	store    *store.Store
+	sessions Sessions
+	log      *slog.Logger
+}
+
+// NewServer returns the API's http.Handler.
+func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Tokens == nil || cfg.Types == nil {
+		return nil, errors.New("api: Tokens and Types are required")
+	}
+	if err := cfg.Tokens.Validate(); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("api: trusted proxies: %w", err)
+	}
+	s := &server{cfg: cfg, store: st, sessions: sessions, log: cfg.Logger}
+	s.routes(r)
+	return r, nil
+}
+
+// now is millisecond-precise, as MongoDB stores times, so a response and a
+// later read of the same request agree.
+func (s *server) now() time.Time { return s.cfg.Now().UTC().Truncate(time.Millisecond) }

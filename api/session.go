@@ -1,0 +1,77 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	_ "embed"
+
+	"github.com/gin-gonic/gin"
+)
+
+func (s *server) handleGetSession() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		st, err := s.sessions.State(ctx, currentUser(c).ID)
+		if err != nil {
+			fail(c, fmt.Errorf("session state: %w", err))
+			return
+		}
+		c.JSON(http.StatusOK, st)
+	}
+}
+
+func (s *server) handleCloseSession() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		if err := s.sessions.Close(ctx, u.ID); err != nil {
+			fail(c, fmt.Errorf("close session: %w", err))
+			return
+		}
+		st, err := s.sessions.State(ctx, u.ID)
+		if err != nil {
+			fail(c, fmt.Errorf("session state: %w", err))
+			return
+		}
+		c.JSON(http.StatusAccepted, st)
+	}
+}
+
+func (s *server) handleHealthz() gin.HandlerFunc {
+	return func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
+}
+
+// readinessTimeout bounds each dependency check of /readyz.
+const readinessTimeout = 2 * time.Second
+
+func (s *server) handleReadyz() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		check := func(ping func(context.Context) error) string {
+			ctx, cancel := context.WithTimeout(c.Request.Context(), readinessTimeout)
+			defer cancel()
+			if err := ping(ctx); err != nil {
+				_ = c.Error(err)
+				return "unavailable"
+			}
+			return "ok"
+		}
+		checks := gin.H{"mongodb": check(s.store.Ping), "temporal": check(s.sessions.Ping)}
+		status := http.StatusOK
+		if checks["mongodb"] != "ok" || checks["temporal"] != "ok" {
+			status = http.StatusServiceUnavailable
+		}
+		c.JSON(status, gin.H{"status": http.StatusText(status), "checks": checks})
+	}
+}
+
+//go:embed openapi.yaml
+var openAPISpec []byte
+
+func (s *server) handleOpenAPI() gin.HandlerFunc {
+	return func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPISpec) }
+}

@@ -1,0 +1,186 @@
+// Package app wires configuration, MongoDB, Temporal, the API and the worker
+// into runnable services. cmd/turnstile is a thin main over it, and the
+// end-to-end tests run the same code in-process.
+package app
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/api"
+	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/workflows"
+)
+
+// Environments.
+const (
+	EnvDevelopment = "development"
+	EnvProduction  = "production"
+)
+
+// Config is every setting, read from TURNSTILE_* environment variables by
+// FromEnv. The defaults run everything on one machine (make run).
+type Config struct {
+	Env string // TURNSTILE_ENV: development (default) or production
+
+	APIAddr         string // TURNSTILE_API_ADDR, default 127.0.0.1:8080
+	TemporalAddress string // TURNSTILE_TEMPORAL_ADDRESS, default 127.0.0.1:7233
+	Namespace       string // TURNSTILE_TEMPORAL_NAMESPACE, default "default"
+	MongoURI        string // TURNSTILE_MONGODB_URI, default mongodb://127.0.0.1:27017/
+	MongoDatabase   string // TURNSTILE_MONGODB_DATABASE, default "turnstile"
+
+	JWTKey      []byte        // TURNSTILE_JWT_KEY: at least 32 bytes; required in production
+	JWTIssuer   string        // TURNSTILE_JWT_ISSUER, default "turnstile"
+	JWTAudience string        // TURNSTILE_JWT_AUDIENCE, default "turnstile-api"
+	AccessTTL   time.Duration // TURNSTILE_ACCESS_TOKEN_TTL, default 15m
+	RefreshTTL  time.Duration // TURNSTILE_REFRESH_TOKEN_TTL, default 720h
+
+	HTTPAllowlist map[string]bool // TURNSTILE_HTTP_ALLOWLIST: host:port,host:port
+	HTTPTimeout   time.Duration   // TURNSTILE_HTTP_TIMEOUT, default 30s
+
+	MaxBodyBytes   int64    // TURNSTILE_MAX_BODY_BYTES, default 262144
+	MaxQueue       int      // TURNSTILE_MAX_QUEUE, default 1000 per user
+	MaxBatch       int      // TURNSTILE_MAX_BATCH, default 100
+	TrustedProxies []string // TURNSTILE_TRUSTED_PROXIES: CIDRs or IPs, default none
+
+	Session workflows.Config // TURNSTILE_IDLE_TIMEOUT, TURNSTILE_MAX_ATTEMPTS, TURNSTILE_EXEC_TIMEOUT, TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX
+
+	LogLevel slog.Level // TURNSTILE_LOG_LEVEL: debug, info (default), warn, error
+	DataDir  string     // TURNSTILE_DATA_DIR (dev only), default .data
+	// StartupTimeout bounds how long a service waits for MongoDB and
+	// Temporal at start (TURNSTILE_STARTUP_TIMEOUT, default 60s).
+	StartupTimeout time.Duration
+}
+
+// FromEnv reads the configuration. It fails on malformed values; Validate
+// then checks that they are safe for the environment.
+func FromEnv(getenv func(string) string) (Config, error) {
+	get := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+	var errs []error
+	dur := func(key string, def time.Duration) time.Duration {
+		v := get(key, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration such as 30s", key, v))
+			return def
+		}
+		return d
+	}
+	num := func(key string, def int) int {
+		v := get(key, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("%s=%q: want a positive integer", key, v))
+			return def
+		}
+		return n
+	}
+	c := Config{
+		Env:             get("TURNSTILE_ENV", EnvDevelopment),
+		APIAddr:         get("TURNSTILE_API_ADDR", "127.0.0.1:8080"),
+		TemporalAddress: get("TURNSTILE_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "default"),
+		MongoURI:        get("TURNSTILE_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+		MongoDatabase:   get("TURNSTILE_MONGODB_DATABASE", "turnstile"),
+		JWTKey:          []byte(getenv("TURNSTILE_JWT_KEY")),
+		JWTIssuer:       get("TURNSTILE_JWT_ISSUER", "turnstile"),
+		JWTAudience:     get("TURNSTILE_JWT_AUDIENCE", "turnstile-api"),
+		AccessTTL:       dur("TURNSTILE_ACCESS_TOKEN_TTL", 15*time.Minute),
+		RefreshTTL:      dur("TURNSTILE_REFRESH_TOKEN_TTL", api.DefaultRefreshTTL),
+		HTTPTimeout:     dur("TURNSTILE_HTTP_TIMEOUT", activities.DefaultHTTPTimeout),
+		MaxBodyBytes:    int64(num("TURNSTILE_MAX_BODY_BYTES", api.DefaultMaxBodyBytes)),
+		MaxQueue:        num("TURNSTILE_MAX_QUEUE", api.DefaultMaxQueue),
+		MaxBatch:        num("TURNSTILE_MAX_BATCH", api.DefaultMaxBatch),
+		DataDir:         get("TURNSTILE_DATA_DIR", ".data"),
+		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
+		Session: workflows.Config{
+			IdleTimeout:  dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
+			MaxAttempts:  int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),
+			ExecTimeout:  dur("TURNSTILE_EXEC_TIMEOUT", workflows.DefaultExecTimeout),
+			RetryInitial: dur("TURNSTILE_RETRY_INITIAL", workflows.DefaultRetryInitial),
+			RetryMax:     dur("TURNSTILE_RETRY_MAX", workflows.DefaultRetryMax),
+		},
+	}
+	allow, err := activities.ParseAllowlist(getenv("TURNSTILE_HTTP_ALLOWLIST"))
+	if err != nil {
+		errs = append(errs, fmt.Errorf("TURNSTILE_HTTP_ALLOWLIST: %w", err))
+	}
+	c.HTTPAllowlist = allow
+	for _, p := range strings.Split(getenv("TURNSTILE_TRUSTED_PROXIES"), ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			c.TrustedProxies = append(c.TrustedProxies, p)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("TURNSTILE_LOG_LEVEL", "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("TURNSTILE_LOG_LEVEL: %w", err))
+	}
+	if c.Env != EnvDevelopment && c.Env != EnvProduction {
+		errs = append(errs, fmt.Errorf("TURNSTILE_ENV=%q: want development or production", c.Env))
+	}
+	return c, errors.Join(errs...)
+}
+
+// Validate refuses settings that are unsafe where they would run. In
+// production the JWT key must be set and at least auth.MinKeyLen bytes.
+func (c Config) Validate() error {
+	if len(c.JWTKey) > 0 && len(c.JWTKey) < auth.MinKeyLen {
+		return fmt.Errorf("TURNSTILE_JWT_KEY has %d bytes; it needs at least %d", len(c.JWTKey), auth.MinKeyLen)
+	}
+	if c.Env == EnvProduction && len(c.JWTKey) == 0 {
+		return errors.New("TURNSTILE_JWT_KEY is required in production (at least 32 random bytes)")
+	}
+	return nil
+}
+
+// EnsureJWTKey gives a development setup without TURNSTILE_JWT_KEY a random
+// key kept in DataDir, so tokens survive restarts. Production never gets
+// here: Validate already refused it.
+func (c *Config) EnsureJWTKey(log *slog.Logger) error {
+	if len(c.JWTKey) > 0 || c.Env == EnvProduction {
+		return nil
+	}
+	path := filepath.Join(c.DataDir, "jwt.key")
+	if b, err := os.ReadFile(path); err == nil && len(b) >= auth.MinKeyLen {
+		c.JWTKey = b
+		return nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return fmt.Errorf("generate JWT key: %w", err)
+	}
+	key := []byte(hex.EncodeToString(buf))
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if err := os.WriteFile(path, key, 0o600); err != nil {
+		return fmt.Errorf("write JWT key: %w", err)
+	}
+	log.Warn("TURNSTILE_JWT_KEY not set; generated a development key", "path", path)
+	c.JWTKey = key
+	return nil
+}
+
+// NewLogger returns the JSON logger every service uses.
+func NewLogger(w *os.File, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}

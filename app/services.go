@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	sdkworker "go.temporal.io/sdk/worker"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/api"
+	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/starter"
+	"github.com/turnstile/turnstile/store"
+	"github.com/turnstile/turnstile/worker"
+)
+
+// HTTP server timeouts: slow clients cannot hold connections open.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+	shutdownTimeout   = 20 * time.Second
+	retryEvery        = time.Second
+)
+
+// Backends are the connections a service holds.
+type Backends struct {
+	Store    *store.Store
+	Temporal client.Client
+}
+
+// Close closes both connections.
+func (b *Backends) Close() {
+	if b.Temporal != nil {
+		b.Temporal.Close()
+	}
+	if b.Store != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = b.Store.Close(ctx)
+	}
+}
+
+// Connect opens MongoDB (creating indexes) and Temporal, retrying each until
+// cfg.StartupTimeout so services can start in any order.
+func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Backends, error) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartupTimeout)
+	defer cancel()
+	b := &Backends{}
+	err := retry(ctx, log, "mongodb", func() error {
+		st, err := store.Connect(ctx, cfg.MongoURI, cfg.MongoDatabase)
+		if err != nil {
+			return err
+		}
+		if err := st.EnsureIndexes(ctx); err != nil {
+			_ = st.Close(ctx)
+			return err
+		}
+		b.Store = st
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	err = retry(ctx, log, "temporal", func() error {
+		c, err := client.DialContext(ctx, client.Options{
+			HostPort:  cfg.TemporalAddress,
+			Namespace: cfg.Namespace,
+			Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+		})
+		if err != nil {
+			return err
+		}
+		b.Temporal = c
+		return nil
+	})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func retry(ctx context.Context, log *slog.Logger, what string, fn func() error) error {
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		log.Warn("waiting for "+what, "error", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("connect %s: %w", what, errors.Join(err, ctx.Err()))
+		case <-time.After(retryEvery):
+		}
+	}
+}
+
+// Registry returns the request handlers: echo, sleep and http.
+func Registry(cfg Config) *activities.Registry {
+	r := activities.NewRegistry()
+	r.Register("echo", activities.Echo{})
+	r.Register("sleep", activities.Sleep{})
+	r.Register("http", activities.NewHTTP(cfg.HTTPAllowlist, cfg.HTTPTimeout))
+	return r
+}
+
+// NewAPIServer returns the API's http.Server (not yet serving).
+func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, error) {
+	h, err := api.NewServer(api.Config{
+		Tokens: &auth.Tokens{
+			Key: cfg.JWTKey, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL,
+		},
+		RefreshTTL:     cfg.RefreshTTL,
+		Types:          Registry(cfg),
+		Logger:         log,
+		MaxBodyBytes:   cfg.MaxBodyBytes,
+		MaxQueue:       cfg.MaxQueue,
+		MaxBatch:       cfg.MaxBatch,
+		TrustedProxies: cfg.TrustedProxies,
+	}, b.Store, starter.New(b.Temporal, cfg.Session))
+	if err != nil {
+		return nil, err
+	}
+	return &http.Server{
+		Addr:              cfg.APIAddr,
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}, nil
+}
+
+// Serve serves srv on ln until ctx is done, then shuts down gracefully,
+// letting in-flight calls finish.
+func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// NewWorker returns a worker for session workflows and their activities.
+func NewWorker(cfg Config, b *Backends, log *slog.Logger) sdkworker.Worker {
+	return worker.New(b.Temporal, worker.Config{
+		Requests: b.Store.Requests,
+		Handlers: Registry(cfg),
+		Logger:   log,
+		Options:  sdkworker.Options{},
+	})
+}
+
+// RunWorker runs a worker until ctx is done.
+func RunWorker(ctx context.Context, w sdkworker.Worker) error {
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	<-ctx.Done()
+	w.Stop()
+	return nil
+}

@@ -1,0 +1,130 @@
+// Package starter is the Temporal client side of Turnstile: it opens and
+// signals users' session workflows, queries them and steers them.
+package starter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/workflows"
+)
+
+// Starter talks to the session workflows through a Temporal client.
+type Starter struct {
+	Client    client.Client
+	TaskQueue string
+	// Config is given to every session run the Starter opens.
+	Config workflows.Config
+}
+
+// New returns a Starter on the default task queue.
+func New(c client.Client, cfg workflows.Config) *Starter {
+	return &Starter{Client: c, TaskQueue: models.TaskQueue, Config: cfg}
+}
+
+// Submit appends reqs, in order, to the user's queue, opening the session if
+// none is running. It returns only once Temporal has durably recorded the
+// signal.
+func (s *Starter) Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
+	opts := client.StartWorkflowOptions{
+		ID:                    models.SessionWorkflowID(userID),
+		TaskQueue:             s.TaskQueue,
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.UserIDAttr.ValueSet(userID)),
+	}
+	in := workflows.Input{UserID: userID, Config: s.Config}
+	_, err := s.Client.SignalWithStartWorkflow(ctx, opts.ID, models.SignalSubmit,
+		models.Submission{Requests: reqs}, opts, models.SessionWorkflowType, in)
+	if err != nil {
+		return fmt.Errorf("signal session of %s: %w", userID, err)
+	}
+	return nil
+}
+
+// State returns the user's session state; a user with no running session
+// gets State == models.SessionClosed.
+func (s *Starter) State(ctx context.Context, userID string) (models.SessionState, error) {
+	closed := models.SessionState{UserID: userID, State: models.SessionClosed, Policy: models.PolicyContinue, Queue: []models.QueueEntry{}}
+	resp, err := s.Client.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
+		WorkflowID:           models.SessionWorkflowID(userID),
+		QueryType:            models.QueryState,
+		QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,
+	})
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return closed, nil
+	}
+	if err != nil {
+		return models.SessionState{}, fmt.Errorf("query session of %s: %w", userID, err)
+	}
+	if resp.QueryRejected != nil {
+		return closed, nil
+	}
+	var st models.SessionState
+	if err := resp.QueryResult.Get(&st); err != nil {
+		return models.SessionState{}, fmt.Errorf("decode session state: %w", err)
+	}
+	if st.Queue == nil {
+		st.Queue = []models.QueueEntry{}
+	}
+	return st, nil
+}
+
+// signal sends a signal to the user's running session; no running session
+// is not an error, since there is nothing to steer.
+func (s *Starter) signal(ctx context.Context, userID, name string, arg any) error {
+	err := s.Client.SignalWorkflow(ctx, models.SessionWorkflowID(userID), "", name, arg)
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("signal %s to session of %s: %w", name, userID, err)
+	}
+	return nil
+}
+
+// Close asks the user's session to end once its queue is empty.
+func (s *Starter) Close(ctx context.Context, userID string) error {
+	return s.signal(ctx, userID, models.SignalClose, nil)
+}
+
+// Cancel drops a queued request from the user's session queue. The caller
+// has already marked it cancelled in MongoDB, which is what the session
+// checks before it starts a request; this only keeps the queue tidy.
+func (s *Starter) Cancel(ctx context.Context, userID, requestID string) error {
+	return s.signal(ctx, userID, models.SignalCancel, models.CancelSignal{RequestID: requestID})
+}
+
+// Pause stops the user's queue from starting new requests.
+func (s *Starter) Pause(ctx context.Context, userID string) error {
+	return s.signal(ctx, userID, models.SignalPause, nil)
+}
+
+// Resume undoes Pause.
+func (s *Starter) Resume(ctx context.Context, userID string) error {
+	return s.signal(ctx, userID, models.SignalResume, nil)
+}
+
+// SetPolicy sets the user's session failure policy.
+func (s *Starter) SetPolicy(ctx context.Context, userID string, p models.FailurePolicy) error {
+	if !p.Valid() {
+		return fmt.Errorf("unknown failure policy %q", p)
+	}
+	return s.signal(ctx, userID, models.SignalPolicy, models.PolicySignal{Policy: p})
+}
+
+// Ping checks that the Temporal frontend answers.
+func (s *Starter) Ping(ctx context.Context) error {
+	if _, err := s.Client.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
+		return fmt.Errorf("temporal health: %w", err)
+	}
+	return nil
+}

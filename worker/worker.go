@@ -1,0 +1,82 @@
+// Package worker builds a Temporal worker that runs session workflows and
+// their activities.
+package worker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+	"github.com/turnstile/turnstile/workflows"
+)
+
+// Config is what a worker needs besides its Temporal client.
+type Config struct {
+	Requests       *store.Requests
+	Handlers       *activities.Registry
+	Logger         *slog.Logger
+	HeartbeatEvery time.Duration
+	Options        sdkworker.Options
+}
+
+// New returns a worker on the session task queue with the session workflow
+// and its activities registered. Start it with Run or Start.
+func New(c client.Client, cfg Config) sdkworker.Worker {
+	w := sdkworker.New(c, models.TaskQueue, cfg.Options)
+	Register(w, &activities.Activities{
+		Store:          Recorder{cfg.Requests},
+		Handlers:       cfg.Handlers,
+		Logger:         cfg.Logger,
+		HeartbeatEvery: cfg.HeartbeatEvery,
+	})
+	return w
+}
+
+// Register registers the session workflow and acts on r: a worker, a test
+// environment or a replayer.
+func Register(r interface {
+	RegisterWorkflowWithOptions(w any, options workflow.RegisterOptions)
+	RegisterActivity(a any)
+}, acts *activities.Activities) {
+	r.RegisterWorkflowWithOptions(workflows.Session, workflow.RegisterOptions{Name: models.SessionWorkflowType})
+	if acts != nil {
+		r.RegisterActivity(acts)
+	}
+}
+
+// Recorder adapts the MongoDB request repository to activities.Recorder.
+type Recorder struct{ Requests *store.Requests }
+
+// MarkRunning implements activities.Recorder.
+func (r Recorder) MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error) {
+	if _, err := r.Requests.MarkRunning(ctx, id, now); err != nil {
+		return nil, mapNotFound(err)
+	}
+	req, err := r.Requests.Get(ctx, "", id)
+	return req, mapNotFound(err)
+}
+
+// SetAttempts implements activities.Recorder.
+func (r Recorder) SetAttempts(ctx context.Context, id string, attempts int) error {
+	return mapNotFound(r.Requests.SetAttempts(ctx, id, attempts))
+}
+
+// Finish implements activities.Recorder.
+func (r Recorder) Finish(ctx context.Context, id string, status models.Status, result, errMsg string, attempts int, now time.Time) error {
+	return mapNotFound(r.Requests.Finish(ctx, id, status, result, errMsg, attempts, now))
+}
+
+func mapNotFound(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errors.Join(activities.ErrNotFound, err)
+	}
+	return err
+}
