@@ -31,7 +31,8 @@ type Config struct {
 // and its activities registered. Start it with Run or Start.
 func New(c client.Client, cfg Config) sdkworker.Worker {
 	w := sdkworker.New(c, models.TaskQueue, cfg.Options)
-	Register(w, &activities.Activities{
+	RegisterWorkflows(w)
+	w.RegisterActivity(&activities.Activities{
 		Store:          Recorder{cfg.Requests},
 		Handlers:       cfg.Handlers,
 		Logger:         cfg.Logger,
@@ -40,16 +41,12 @@ func New(c client.Client, cfg Config) sdkworker.Worker {
 	return w
 }
 
-// Register registers the session workflow and acts on r: a worker, a test
-// environment or a replayer.
-func Register(r interface {
+// RegisterWorkflows registers the session workflow under its wire name on r:
+// a worker, a test environment or a replayer.
+func RegisterWorkflows(r interface {
 	RegisterWorkflowWithOptions(w any, options workflow.RegisterOptions)
-	RegisterActivity(a any)
-}, acts *activities.Activities) {
+}) {
 	r.RegisterWorkflowWithOptions(workflows.Session, workflow.RegisterOptions{Name: models.SessionWorkflowType})
-	if acts != nil {
-		r.RegisterActivity(acts)
-	}
 }
 
 // Recorder adapts the MongoDB request repository to activities.Recorder.
