@@ -337,7 +337,7 @@ func TestSessionWithFakeStore_IdleTimeoutEndsSession(t *testing.T) {
 func TestSessionWithFakeStore_DeduplicatesRepeatedRequestIDs(t *testing.T) {
 	h := newHarness(t)
 	h.submitAt(0, "d1", "d2")
-	h.submitAt(time.Millisecond, "d1")       // a retried signal while queued
+	h.submitAt(time.Millisecond, "d1")     // a retried signal while queued
 	h.submitAt(10*time.Second, "d2", "d3") // and after it ran
 	h.signalAt(time.Minute, models.SignalClose, nil)
 	h.run(Input{})
