@@ -56,6 +56,12 @@ type Config struct {
 
 	LogLevel slog.Level // TURNSTILE_LOG_LEVEL: debug, info (default), warn, error
 	DataDir  string     // TURNSTILE_DATA_DIR (dev only), default .data
+	// SerializeStoreUpdates makes this process serialise its conditional
+	// updates per document. FerretDB v1 evaluates an update's filter in Go
+	// and writes back by _id, so two concurrent conditional updates (cancel
+	// vs start) can both win; the embedded default (API and worker in one
+	// process) turns this on. Real MongoDB needs nothing of the sort.
+	SerializeStoreUpdates bool
 	// StartupTimeout bounds how long a service waits for MongoDB and
 	// Temporal at start (TURNSTILE_STARTUP_TIMEOUT, default 60s).
 	StartupTimeout time.Duration

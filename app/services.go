@@ -56,7 +56,10 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Backends, erro
 	defer cancel()
 	b := &Backends{}
 	err := retry(ctx, log, "mongodb", func() error {
-		st, err := store.Connect(ctx, cfg.MongoURI, cfg.MongoDatabase)
+		st, err := store.ConnectWith(ctx, cfg.MongoURI, cfg.MongoDatabase, store.Options{
+			SerializeUpdates: cfg.SerializeStoreUpdates,
+			AppName:          "turnstile",
+		})
 		if err != nil {
 			return err
 		}

@@ -82,6 +82,7 @@ func runDev(ctx context.Context, cfg app.Config, getenv func(string) string, std
 	stops = append(stops, mongo.Stop)
 
 	cfg.TemporalAddress, cfg.MongoURI = temporal.Address(), mongo.URI()
+	cfg.SerializeStoreUpdates = true // API and worker share this process and the FerretDB store
 	b, err := app.Connect(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -1,0 +1,216 @@
+// Package store keeps Turnstile's system of record in MongoDB: users, every
+// request's status and outcome, and refresh tokens.
+//
+// The code is plain MongoDB and runs unchanged on FerretDB v1 (SQLite), the
+// embedded default, so it uses no transactions, TTL or partial indexes, no
+// change streams and no aggregation-pipeline updates. A request's state
+// changes are single-document conditional updates (filter by _id and
+// status): atomic on MongoDB, but a read followed by a write on FerretDB v1,
+// which Options.SerializeUpdates covers for a single process. Refresh tokens
+// are designed to need no atomic update at all. Lookups by ID filter on _id
+// alone, the only filter FerretDB v1 runs in SQLite rather than by a scan.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// Sentinel errors. Returned errors wrap them (and the driver's error, when
+// there is one), so test with errors.Is.
+var (
+	// ErrNotFound: no such document, or it belongs to another user.
+	ErrNotFound = errors.New("not found")
+	// ErrDuplicate: a unique key (email, idempotency key, ID) is taken.
+	ErrDuplicate = errors.New("duplicate")
+	// ErrConflict: the document exists but its state forbids the change.
+	ErrConflict = errors.New("conflict")
+)
+
+// Collection names.
+const (
+	UsersCollection         = "users"
+	RequestsCollection      = "requests"
+	RefreshTokensCollection = "refresh_tokens"
+)
+
+// Default connection timeouts. Server selection bounds how long an operation
+// waits when MongoDB is unreachable, so the API can answer 503 promptly
+// instead of hanging.
+const (
+	DefaultServerSelectionTimeout = 5 * time.Second
+	DefaultConnectTimeout         = 5 * time.Second
+)
+
+// List page sizes: a limit ≤ 0 means DefaultListLimit, and no page is longer
+// than MaxListLimit.
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 1000
+)
+
+// Options tune Connect. Zero fields take the defaults.
+type Options struct {
+	// ServerSelectionTimeout: how long an operation waits for a usable server.
+	ServerSelectionTimeout time.Duration
+	// ConnectTimeout: how long opening one TCP connection may take.
+	ConnectTimeout time.Duration
+	// Timeout, if positive, bounds every operation (the driver's client-side
+	// operation timeout); otherwise only the caller's context does.
+	Timeout time.Duration
+	// AppName shows in the server's logs and currentOp.
+	AppName string
+	// SerializeUpdates makes this process's updates of any one document
+	// take turns. FerretDB v1 runs a conditional update as two steps: it
+	// reads the documents, tests the filter in Go, then writes each whole
+	// document back. Two concurrent updates of one document can therefore
+	// both match, and the later write silently undoes the earlier (a cancel
+	// and a start both succeed; a late attempt count reverts a finished
+	// request to running). Set this against FerretDB v1 when this process is
+	// its only writer, as in the embedded launcher. MongoDB needs none of it,
+	// and it cannot help several processes sharing one FerretDB.
+	SerializeUpdates bool
+}
+
+// Store is the MongoDB database with its repositories.
+type Store struct {
+	Users    *Users
+	Requests *Requests
+	Tokens   *RefreshTokens
+
+	client *mongo.Client
+	db     *mongo.Database
+}
+
+// Connect opens a client for uri with the default Options, checks that the
+// server answers within ctx, and returns the Store of database.
+func Connect(ctx context.Context, uri, database string) (*Store, error) {
+	return ConnectWith(ctx, uri, database, Options{})
+}
+
+// ConnectWith is Connect with explicit Options.
+func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, error) {
+	if database == "" {
+		return nil, errors.New("store: empty database name")
+	}
+	opts := options.Client().ApplyURI(uri).
+		SetServerSelectionTimeout(orDefault(o.ServerSelectionTimeout, DefaultServerSelectionTimeout)).
+		SetConnectTimeout(orDefault(o.ConnectTimeout, DefaultConnectTimeout))
+	if o.Timeout > 0 {
+		opts.SetTimeout(o.Timeout)
+	}
+	if o.AppName != "" {
+		opts.SetAppName(o.AppName)
+	}
+	client, err := mongo.Connect(opts)
+	if err != nil {
+		return nil, fmt.Errorf("store: connect: %w", err)
+	}
+	s := newStore(client, client.Database(database), o.SerializeUpdates)
+	if err := s.Ping(ctx); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return s, nil
+}
+
+func newStore(client *mongo.Client, db *mongo.Database, serialize bool) *Store {
+	locks := func(coll string) docLocks { return docLocks{on: serialize, ns: db.Name() + "." + coll} }
+	return &Store{
+		Users:    &Users{c: db.Collection(UsersCollection), locks: locks(UsersCollection)},
+		Requests: &Requests{c: db.Collection(RequestsCollection), locks: locks(RequestsCollection)},
+		Tokens: &RefreshTokens{
+			c:        db.Collection(RefreshTokensCollection),
+			families: db.Collection(RefreshFamiliesCollection),
+		},
+		client: client,
+		db:     db,
+	}
+}
+
+// Ping checks that the server answers; readiness probes call it.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx, nil); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	return nil
+}
+
+// Close disconnects, waiting within ctx for operations in progress.
+func (s *Store) Close(ctx context.Context) error {
+	if err := s.client.Disconnect(ctx); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// DropDatabase deletes the whole database. It exists for tests.
+func (s *Store) DropDatabase(ctx context.Context) error {
+	if err := s.db.Drop(ctx); err != nil {
+		return fmt.Errorf("store: drop database: %w", err)
+	}
+	return nil
+}
+
+// EnsureIndexes creates the collections' indexes (and so the collections).
+// It is idempotent: indexes that exist with the same keys and options are
+// left alone.
+func (s *Store) EnsureIndexes(ctx context.Context) error {
+	for _, set := range []struct {
+		c       *mongo.Collection
+		indexes []mongo.IndexModel
+	}{
+		{s.Users.c, userIndexes},
+		{s.Requests.c, requestIndexes},
+		{s.Tokens.c, refreshTokenIndexes},
+		{s.Tokens.families, refreshFamilyIndexes},
+	} {
+		// One index per command: FerretDB v1.24 panics (and drops the
+		// connection) when one createIndexes command names several indexes
+		// of which more than one exists already.
+		for _, index := range set.indexes {
+			if _, err := set.c.Indexes().CreateOne(ctx, index); err != nil {
+				return fmt.Errorf("store: indexes of %s: %w", set.c.Name(), err)
+			}
+		}
+	}
+	return nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func clampLimit(limit int) int64 {
+	switch {
+	case limit <= 0:
+		return DefaultListLimit
+	case limit > MaxListLimit:
+		return MaxListLimit
+	}
+	return int64(limit)
+}
+
+// wrap adds op to err and, for duplicate-key errors, ErrDuplicate.
+func wrap(op string, err error) error {
+	if mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("store: %s: %w: %w", op, ErrDuplicate, err)
+	}
+	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// notFound turns the driver's ErrNoDocuments into ErrNotFound.
+func notFound(op string, err error) error {
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("store: %s: %w", op, ErrNotFound)
+	}
+	return wrap(op, err)
+}
