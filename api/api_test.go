@@ -1,0 +1,209 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+	"github.com/turnstile/turnstile/store/storetest"
+)
+
+// fakeSessions stands in for Temporal in these handler tests; the store is
+// real (FerretDB over the wire). The end-to-end suite in tests/ uses a real
+// Temporal server.
+type fakeSessions struct {
+	mu        sync.Mutex
+	submitErr error
+	pingErr   error
+	submitted []models.QueuedRequest
+}
+
+func (f *fakeSessions) Submit(_ context.Context, _ string, reqs []models.QueuedRequest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.submitErr != nil {
+		return f.submitErr
+	}
+	f.submitted = append(f.submitted, reqs...)
+	return nil
+}
+
+func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionState, error) {
+	return models.SessionState{UserID: userID, State: models.SessionClosed}, nil
+}
+func (f *fakeSessions) Close(context.Context, string) error          { return nil }
+func (f *fakeSessions) Cancel(context.Context, string, string) error { return nil }
+func (f *fakeSessions) Ping(context.Context) error                   { return f.pingErr }
+
+type fixture struct {
+	t        *testing.T
+	h        http.Handler
+	st       *store.Store
+	sessions *fakeSessions
+	token    string
+	userID   string
+}
+
+func newFixture(t *testing.T) *fixture {
+	st := storetest.New(t)
+	reg := activities.NewRegistry()
+	reg.Register("echo", activities.Echo{})
+	tokens := &auth.Tokens{Key: []byte("0123456789abcdef0123456789abcdef"), Issuer: "i", Audience: "a", TTL: time.Minute}
+	f := &fixture{t: t, st: st, sessions: &fakeSessions{}}
+	h, err := NewServer(Config{Tokens: tokens, Types: reg}, st, f.sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
+	u := &models.User{Email: "u@example.com", PasswordHash: "x", Role: models.RoleUser}
+	if err := st.Users.Create(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	f.userID = u.ID
+	if f.token, _, err = tokens.Issue(u.ID, models.RoleUser); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func (f *fixture) do(method, path, body string, headers ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+f.token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, req)
+	return w
+}
+
+func (f *fixture) stored() []models.Request {
+	f.t.Helper()
+	reqs, err := f.st.Requests.List(context.Background(), f.userID, "", 100, "")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return reqs
+}
+
+func TestSubmitWithFakeSessions_SignalFailureIs503AndLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	f.sessions.submitErr = errors.New("temporal unavailable")
+	w := f.do("POST", "/v1/requests", `{"type":"echo","payload":1}`, "Idempotency-Key", "k1")
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"unavailable"`) {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	if strings.Contains(w.Body.String(), "temporal unavailable") {
+		t.Fatalf("backend error leaked to the client: %s", w.Body)
+	}
+	if got := f.stored(); len(got) != 0 {
+		t.Fatalf("a request the client was refused is still recorded: %+v", got)
+	}
+	// The client's retry with the same key succeeds once Temporal is back,
+	// with exactly one request.
+	f.sessions.submitErr = nil
+	w = f.do("POST", "/v1/requests", `{"type":"echo","payload":1}`, "Idempotency-Key", "k1")
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("retry: %d %s", w.Code, w.Body)
+	}
+	if got := f.stored(); len(got) != 1 || len(f.sessions.submitted) != 1 || f.sessions.submitted[0].ID != got[0].ID {
+		t.Fatalf("after retry: stored %+v, signalled %+v", got, f.sessions.submitted)
+	}
+}
+
+func TestSubmitWithFakeSessions_ReplayOfQueuedRequestSignalsAgain(t *testing.T) {
+	f := newFixture(t)
+	first := f.do("POST", "/v1/requests", `{"type":"echo","payload":1}`, "Idempotency-Key", "k2")
+	again := f.do("POST", "/v1/requests", `{"type":"echo","payload":1}`, "Idempotency-Key", "k2")
+	var a, b struct{ ID string }
+	_ = json.Unmarshal(first.Body.Bytes(), &a)
+	_ = json.Unmarshal(again.Body.Bytes(), &b)
+	if first.Code != 202 || again.Code != 202 || a.ID == "" || a.ID != b.ID {
+		t.Fatalf("first %d %s, again %d %s", first.Code, first.Body, again.Code, again.Body)
+	}
+	// A crash between MongoDB and Temporal on the first try is repaired by
+	// the retry: the still-queued request is signalled again (the session
+	// deduplicates by ID).
+	if len(f.sessions.submitted) != 2 || f.sessions.submitted[1].ID != a.ID {
+		t.Fatalf("signals: %+v", f.sessions.submitted)
+	}
+}
+
+func TestBatchWithFakeSessions_SignalFailureLeavesNoneOfTheBatch(t *testing.T) {
+	f := newFixture(t)
+	f.sessions.submitErr = errors.New("down")
+	w := f.do("POST", "/v1/requests/batch", `{"requests":[{"type":"echo"},{"type":"echo"},{"type":"echo"}]}`)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+	if got := f.stored(); len(got) != 0 {
+		t.Fatalf("%d of a refused batch recorded", len(got))
+	}
+}
+
+func TestReadyzWithFakeSessions_ReportsTemporalDown(t *testing.T) {
+	f := newFixture(t)
+	f.sessions.pingErr = errors.New("no frontend")
+	w := f.do("GET", "/readyz", "")
+	if w.Code != http.StatusServiceUnavailable || !strings.Contains(w.Body.String(), `"temporal":"unavailable"`) ||
+		!strings.Contains(w.Body.String(), `"mongodb":"ok"`) {
+		t.Fatalf("got %d %s", w.Code, w.Body)
+	}
+}
+
+func TestDisabledUsersTokenStopsWorkingAtOnce(t *testing.T) {
+	f := newFixture(t)
+	if w := f.do("GET", "/v1/session", ""); w.Code != 200 {
+		t.Fatalf("before disable: %d %s", w.Code, w.Body)
+	}
+	if err := f.st.Users.SetDisabled(context.Background(), f.userID, true); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.do("GET", "/v1/session", ""); w.Code != http.StatusUnauthorized {
+		t.Fatalf("after disable: %d %s", w.Code, w.Body)
+	}
+}
+
+func TestBearerTokenParsing(t *testing.T) {
+	for _, tc := range []struct {
+		header, token string
+		ok            bool
+	}{
+		{"Bearer abc.def.ghi", "abc.def.ghi", true},
+		{"bearer abc", "abc", true},
+		{"", "", false},
+		{"Bearer", "", false},
+		{"Bearer ", "", false},
+		{"Basic abc", "", false},
+		{"Bearer a b", "", false},
+		{"Bearerabc", "", false},
+	} {
+		got, err := bearerToken(tc.header)
+		if (err == nil) != tc.ok || got != tc.token {
+			t.Errorf("bearerToken(%q) = %q, %v", tc.header, got, err)
+		}
+	}
+}
+
+func TestCursorRoundTripAndRejects(t *testing.T) {
+	id := "01a21944-c3be-70d4-b79a-c7c2870ba14c"
+	got, err := decodeCursor(encodeCursor(id))
+	if err != nil || got != id {
+		t.Fatalf("round trip: %q %v", got, err)
+	}
+	for _, bad := range []string{"!!", encodeCursor("not-a-uuid"), encodeCursor(strings.ToUpper(id)), "e30"} {
+		if _, err := decodeCursor(bad); err == nil {
+			t.Errorf("decodeCursor(%q) accepted", bad)
+		}
+	}
+}
