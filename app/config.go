@@ -105,7 +105,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		Env:             get("TURNSTILE_ENV", EnvDevelopment),
 		APIAddr:         get("TURNSTILE_API_ADDR", "127.0.0.1:8080"),
 		TemporalAddress: get("TURNSTILE_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "default"),
+		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "turnstile"),
 		MongoURI:        get("TURNSTILE_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:   get("TURNSTILE_MONGODB_DATABASE", "turnstile"),
 		JWTKey:          []byte(getenv("TURNSTILE_JWT_KEY")),

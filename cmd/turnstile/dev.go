@@ -17,7 +17,7 @@ import (
 // mongosh, Compass and the Temporal CLI work against them as they are.
 type devPorts struct {
 	host                     string
-	temporal, ui, mongo, api int
+	temporal, ui, mongo int
 }
 
 func readDevPorts(getenv func(string) string, cfg app.Config) (devPorts, error) {
