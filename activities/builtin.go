@@ -38,11 +38,11 @@ func parseSleep(payload json.RawMessage) (time.Duration, error) {
 	if p.MS == nil {
 		return 0, errors.New(`sleep payload must be {"ms": N}`)
 	}
-	d := time.Duration(*p.MS) * time.Millisecond
-	if *p.MS < 0 || d > MaxSleep {
+	// Check the range before converting: a huge ms would overflow Duration.
+	if *p.MS < 0 || *p.MS > MaxSleep.Milliseconds() {
 		return 0, fmt.Errorf("sleep ms must be between 0 and %d", MaxSleep.Milliseconds())
 	}
-	return d, nil
+	return time.Duration(*p.MS) * time.Millisecond, nil
 }
 
 // Validate checks the payload shape and range.

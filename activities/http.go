@@ -65,13 +65,22 @@ func NewHTTP(allow map[string]bool, timeout time.Duration) *HTTP {
 		Timeout: timeout,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= maxRedirects {
-				return errors.New("too many redirects")
+				return redirectRefused{errors.New("too many redirects")}
 			}
-			return h.checkURL(req.URL)
+			if err := h.checkURL(req.URL); err != nil {
+				return redirectRefused{err}
+			}
+			return nil
 		},
 	}
 	return h
 }
+
+// redirectRefused is a redirect that no retry can make acceptable.
+type redirectRefused struct{ err error }
+
+func (e redirectRefused) Error() string { return "redirect refused: " + e.err.Error() }
+func (e redirectRefused) Unwrap() error { return e.err }
 
 type httpPayload struct {
 	Method  string            `json:"method"`
@@ -163,6 +172,10 @@ func (h *HTTP) Handle(ctx context.Context, job Job) (json.RawMessage, error) {
 	}
 	req.Header.Set("Idempotency-Key", job.ID)
 	resp, err := h.Client.Do(req)
+	var refused redirectRefused
+	if errors.As(err, &refused) {
+		return nil, Permanent(fmt.Errorf("http call: %w", err))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("http call: %w", err)
 	}
@@ -171,14 +184,15 @@ func (h *HTTP) Handle(ctx context.Context, job Job) (json.RawMessage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("http read: %w", err)
 	}
-	if int64(len(data)) > h.MaxResponseBytes {
-		return nil, Permanent(fmt.Errorf("http response larger than %d bytes", h.MaxResponseBytes))
-	}
+	// Classify the status first: a 5xx with a large body is still retried.
 	switch code := resp.StatusCode; {
 	case code >= 500 || code == http.StatusRequestTimeout || code == http.StatusTooManyRequests:
 		return nil, fmt.Errorf("http %d: %s", code, snippet(data))
 	case code >= 400:
 		return nil, Permanent(fmt.Errorf("http %d: %s", code, snippet(data)))
+	}
+	if int64(len(data)) > h.MaxResponseBytes {
+		return nil, Permanent(fmt.Errorf("http response larger than %d bytes", h.MaxResponseBytes))
 	}
 	res := HTTPResult{Status: resp.StatusCode, Headers: map[string]string{}, Body: string(data)}
 	for k := range resp.Header {

@@ -67,6 +67,9 @@ type Config struct {
 	StartupTimeout time.Duration
 }
 
+// maxNum bounds integer settings: far above any sane limit, far below overflow.
+const maxNum = 1 << 30
+
 // FromEnv reads the configuration. It fails on malformed values; Validate
 // then checks that they are safe for the environment.
 func FromEnv(getenv func(string) string) (Config, error) {
@@ -89,14 +92,16 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		}
 		return d
 	}
+	// num reads a positive integer of at most maxNum, which keeps every
+	// value inside the int32 and int64 fields it lands in.
 	num := func(key string, def int) int {
 		v := get(key, "")
 		if v == "" {
 			return def
 		}
 		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive integer", key, v))
+		if err != nil || n <= 0 || n > maxNum {
+			errs = append(errs, fmt.Errorf("%s=%q: want an integer from 1 to %d", key, v, maxNum))
 			return def
 		}
 		return n
@@ -105,7 +110,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		Env:             get("TURNSTILE_ENV", EnvDevelopment),
 		APIAddr:         get("TURNSTILE_API_ADDR", "127.0.0.1:8080"),
 		TemporalAddress: get("TURNSTILE_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "turnstile"),
+		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "default"),
 		MongoURI:        get("TURNSTILE_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
 		MongoDatabase:   get("TURNSTILE_MONGODB_DATABASE", "turnstile"),
 		JWTKey:          []byte(getenv("TURNSTILE_JWT_KEY")),
