@@ -16,7 +16,7 @@ import (
 // devPorts are the embedded servers' ports: each tool's usual one, so
 // mongosh, Compass and the Temporal CLI work against them as they are.
 type devPorts struct {
-	host                     string
+	host                string
 	temporal, ui, mongo int
 }
 
