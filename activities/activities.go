@@ -78,6 +78,9 @@ type MarkRunningInput struct {
 type MarkRunningResult struct {
 	Status  models.Status   `json:"status"`
 	Payload json.RawMessage `json:"payload,omitempty"`
+	// Attempts made before this run: non-zero for a requeued request,
+	// whose history of attempts is kept.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // MarkRunning records that a request starts and loads its payload.
@@ -95,7 +98,7 @@ func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (Mark
 		return MarkRunningResult{}, temporal.NewNonRetryableApplicationError(
 			"request belongs to another user", ErrTypePermanent, nil)
 	}
-	return MarkRunningResult{Status: req.Status, Payload: json.RawMessage(req.Payload)}, nil
+	return MarkRunningResult{Status: req.Status, Payload: json.RawMessage(req.Payload), Attempts: req.Attempts}, nil
 }
 
 // RunInput is one request to execute.
@@ -104,6 +107,9 @@ type RunInput struct {
 	UserID    string          `json:"user_id"`
 	Type      string          `json:"type"`
 	Payload   json.RawMessage `json:"payload"`
+	// PriorAttempts is added to this run's attempt numbers in what Run
+	// records and reports, so a requeued request's count keeps growing.
+	PriorAttempts int `json:"prior_attempts,omitempty"`
 }
 
 // RunResult is a request's successful outcome.
@@ -123,9 +129,9 @@ type FailureDetails struct {
 // whether to try again.
 func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
 	info := activity.GetInfo(ctx)
-	attempt := int(info.Attempt)
+	attempt := in.PriorAttempts + int(info.Attempt)
 	log := a.logger(ctx, in.RequestID, in.UserID)
-	if attempt > 1 {
+	if info.Attempt > 1 {
 		// Best effort: the final count is written by Finish anyway.
 		if err := a.Store.SetAttempts(ctx, in.RequestID, attempt); err != nil {
 			log.Warn("could not record attempt", "err", err)

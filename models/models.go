@@ -85,6 +85,10 @@ const (
 	SignalResume = "resume"
 	// SignalPolicy carries a PolicySignal: the failure policy from now on.
 	SignalPolicy = "policy"
+	// SignalRequeue carries a Submission of requests an operator sent back
+	// to the tail of the queue. Unlike SignalSubmit it runs a request ID the
+	// session has seen before (session version 1 and later).
+	SignalRequeue = "requeue"
 	// QueryState returns a SessionState.
 	QueryState = "state"
 )

@@ -90,6 +90,16 @@ type Input struct {
 	Policy    models.FailurePolicy   `json:"policy,omitempty"`
 }
 
+// Versions of the session's logic, for workflow.GetVersion. A session that
+// started under an older version keeps that behaviour for its whole run;
+// its next run (continue-as-new or a new session) takes the newest.
+const (
+	// changeRequeue: listen to SignalRequeue and keep a requeued request's
+	// earlier attempts in its count.
+	changeRequeue  = "requeue"
+	versionRequeue = workflow.Version(1)
+)
+
 // outcome is what executing one request ended in.
 type outcome struct {
 	Status models.Status
@@ -102,6 +112,7 @@ type outcome struct {
 type session struct {
 	in      Input
 	cfg     Config
+	version workflow.Version
 	queue   []models.QueuedRequest
 	seen    map[string]bool
 	order   []string // seen IDs, oldest first, for bounding
@@ -121,6 +132,7 @@ type session struct {
 // new when Temporal suggests it.
 func Session(ctx workflow.Context, in Input) error {
 	s := newSession(in)
+	s.version = workflow.GetVersion(ctx, changeRequeue, workflow.DefaultVersion, versionRequeue)
 	if err := workflow.SetQueryHandler(ctx, models.QueryState, s.state); err != nil {
 		return err
 	}
@@ -168,6 +180,8 @@ func (s *session) remember(id string) {
 // signals are the channels the session listens on.
 type signals struct {
 	submit, close, cancel, pause, resume, policy workflow.ReceiveChannel
+	// requeue is nil in sessions older than versionRequeue.
+	requeue workflow.ReceiveChannel
 }
 
 func (s *session) run(ctx workflow.Context) error {
@@ -179,6 +193,9 @@ func (s *session) run(ctx workflow.Context) error {
 		pause:  workflow.GetSignalChannel(ctx, models.SignalPause),
 		resume: workflow.GetSignalChannel(ctx, models.SignalResume),
 		policy: workflow.GetSignalChannel(ctx, models.SignalPolicy),
+	}
+	if s.version >= versionRequeue {
+		sig.requeue = workflow.GetSignalChannel(ctx, models.SignalRequeue)
 	}
 	var (
 		running    workflow.Future
@@ -255,6 +272,9 @@ func (s *session) listen(ctx workflow.Context, sel workflow.Selector, sig signal
 	sel.AddReceive(sig.pause, func(c workflow.ReceiveChannel, _ bool) { s.onPause(ctx, c, true) })
 	sel.AddReceive(sig.resume, func(c workflow.ReceiveChannel, _ bool) { s.onPause(ctx, c, false) })
 	sel.AddReceive(sig.policy, func(c workflow.ReceiveChannel, _ bool) { s.onPolicy(ctx, c) })
+	if sig.requeue != nil {
+		sel.AddReceive(sig.requeue, func(c workflow.ReceiveChannel, _ bool) { s.onRequeue(ctx, c) })
+	}
 }
 
 // drain handles every signal already received, without blocking. Nothing
@@ -286,6 +306,30 @@ func (s *session) onSubmit(ctx workflow.Context, c workflow.ReceiveChannel) {
 	if len(sub.Requests) > 0 {
 		s.closed = false
 	}
+}
+
+// onRequeue appends requests an operator sent back, even if seen before; one
+// already waiting in the queue is not added twice.
+func (s *session) onRequeue(ctx workflow.Context, c workflow.ReceiveChannel) {
+	var sub models.Submission
+	c.Receive(ctx, &sub)
+	for _, r := range sub.Requests {
+		if r.ID == "" || s.queued(r.ID) || (s.running != nil && s.running.ID == r.ID) {
+			continue
+		}
+		s.remember(r.ID)
+		s.queue = append(s.queue, r)
+		s.closed = false
+	}
+}
+
+func (s *session) queued(id string) bool {
+	for _, r := range s.queue {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *session) onClose(ctx workflow.Context, c workflow.ReceiveChannel) {
@@ -378,16 +422,20 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, activities.ErrTypeUnknownType},
 		},
 	})
+	prior := 0
+	if s.version >= versionRequeue {
+		prior = mark.Attempts
+	}
 	var res activities.RunResult
 	err = workflow.ExecuteActivity(runCtx, acts.Run, activities.RunInput{
-		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload,
+		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload, PriorAttempts: prior,
 	}).Get(ctx, &res)
 
 	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID}
 	if err == nil {
 		fin.Status, fin.Result, fin.Attempts = models.StatusSucceeded, res.Result, res.Attempts
 	} else {
-		fin.Status, fin.Error, fin.Attempts = models.StatusFailed, failureMessage(err), s.attemptsOf(err)
+		fin.Status, fin.Error, fin.Attempts = models.StatusFailed, failureMessage(err), s.attemptsOf(err, prior)
 	}
 	// Finish retries until MongoDB takes it; it fails only on a bug.
 	if err := workflow.ExecuteLocalActivity(recordCtx, acts.Finish, fin).Get(ctx, nil); err != nil {
@@ -410,9 +458,10 @@ func failureMessage(err error) string {
 	return err.Error()
 }
 
-// attemptsOf reads the attempt count a Run failure carries; a timeout carries
-// none and can only be final after the last attempt.
-func (s *session) attemptsOf(err error) int {
+// attemptsOf reads the attempt count a Run failure carries (prior attempts
+// included); a timeout carries none and can only be final after the last
+// attempt.
+func (s *session) attemptsOf(err error, prior int) int {
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) && appErr.HasDetails() {
 		var d activities.FailureDetails
@@ -420,7 +469,7 @@ func (s *session) attemptsOf(err error) int {
 			return d.Attempts
 		}
 	}
-	return int(s.cfg.MaxAttempts)
+	return prior + int(s.cfg.MaxAttempts)
 }
 
 // upsertAttributes writes QueueLength and Paused when they changed.

@@ -440,3 +440,42 @@ func registryOf(h activities.Handler) *activities.Registry {
 	r.Register("work", h)
 	return r
 }
+
+func TestSessionWithFakeStore_RequeueRunsAFailedRequestAgainAtTheTail(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["poison"] = -1
+	h.signalAt(0, models.SignalPolicy, models.PolicySignal{Policy: models.PolicyPause})
+	h.submitAt(time.Millisecond, "r1", "poison", "r2", "r3")
+	// An operator fixes the cause, requeues the request and resumes.
+	h.env.RegisterDelayedCallback(func() {
+		if st := h.query(); !st.Paused || st.QueueLength != 2 {
+			t.Errorf("before requeue: %+v", st)
+		}
+		h.work.mu.Lock()
+		h.work.failFirst["poison"] = 0
+		h.work.mu.Unlock()
+		h.store.mu.Lock()
+		h.store.reqs["poison"].Status = models.StatusQueued
+		h.store.mu.Unlock()
+		h.env.SignalWorkflow(models.SignalRequeue, models.Submission{Requests: []models.QueuedRequest{{ID: "poison", Type: "work"}}})
+		// A repeated requeue while it waits is not queued twice.
+		h.env.SignalWorkflow(models.SignalRequeue, models.Submission{Requests: []models.QueuedRequest{{ID: "poison", Type: "work"}}})
+	}, 10*time.Minute)
+	h.signalAt(11*time.Minute, models.SignalResume, nil)
+	h.signalAt(12*time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan("r1", "r2", "r3", "poison")
+	// Three failed attempts before, one successful after: four in all.
+	h.wantStatus("poison", models.StatusSucceeded, 4)
+}
+
+func TestSessionWithFakeStore_SubmitOfASeenIDDoesNotRequeue(t *testing.T) {
+	h := newHarness(t)
+	h.work.permanent["p"] = true
+	h.submitAt(0, "p")
+	h.submitAt(time.Minute, "p") // an ordinary resubmission stays deduplicated
+	h.signalAt(2*time.Minute, models.SignalClose, nil)
+	h.run(Input{})
+	h.wantRan()
+	h.wantStatus("p", models.StatusFailed, 1)
+}
