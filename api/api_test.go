@@ -14,6 +14,7 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/store/storetest"
 )
@@ -44,6 +45,20 @@ func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionSt
 func (f *fakeSessions) Close(context.Context, string) error          { return nil }
 func (f *fakeSessions) Cancel(context.Context, string, string) error { return nil }
 func (f *fakeSessions) Ping(context.Context) error                   { return f.pingErr }
+func (f *fakeSessions) Pause(context.Context, string) error          { return nil }
+func (f *fakeSessions) Resume(context.Context, string) error         { return nil }
+func (f *fakeSessions) SetPolicy(context.Context, string, models.FailurePolicy) error {
+	return nil
+}
+func (f *fakeSessions) Requeue(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
+	return f.Submit(ctx, userID, reqs)
+}
+func (f *fakeSessions) ListSessions(context.Context, starter.SessionFilter, int, string) ([]starter.SessionSummary, string, error) {
+	return nil, "", nil
+}
+func (f *fakeSessions) CountSessions(context.Context, starter.SessionFilter) (int64, error) {
+	return 0, nil
+}
 
 type fixture struct {
 	t        *testing.T

@@ -86,35 +86,43 @@ func errTooLarge(limit int64) apiError {
 // or deleted user's tokens stop working at once.
 func (s *server) requireUser() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		token, err := bearerToken(c.GetHeader("Authorization"))
-		if err != nil {
-			c.Header("WWW-Authenticate", `Bearer realm="turnstile"`)
-			fail(c, errUnauthorized(err.Error()))
-			return
+		if s.authenticate(c) {
+			c.Next()
 		}
-		claims, err := s.cfg.Tokens.Parse(token)
-		if err != nil {
-			c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
-			fail(c, errUnauthorized("invalid or expired access token"))
-			return
-		}
-		ctx, cancel := backendCtx(c)
-		defer cancel()
-		u, err := s.store.Users.ByID(ctx, claims.Subject)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			fail(c, errUnauthorized("invalid or expired access token"))
-			return
-		case err != nil:
-			fail(c, fmt.Errorf("load user: %w", err))
-			return
-		case u.Disabled:
-			fail(c, errUnauthorized("account disabled"))
-			return
-		}
-		c.Set(ctxUser, u)
-		c.Next()
 	}
+}
+
+// authenticate sets the current user from the bearer token, or answers 401
+// (or 503) and reports false.
+func (s *server) authenticate(c *gin.Context) bool {
+	token, err := bearerToken(c.GetHeader("Authorization"))
+	if err != nil {
+		c.Header("WWW-Authenticate", `Bearer realm="turnstile"`)
+		fail(c, errUnauthorized(err.Error()))
+		return false
+	}
+	claims, err := s.cfg.Tokens.Parse(token)
+	if err != nil {
+		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
+		fail(c, errUnauthorized("invalid or expired access token"))
+		return false
+	}
+	ctx, cancel := backendCtx(c)
+	defer cancel()
+	u, err := s.store.Users.ByID(ctx, claims.Subject)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		fail(c, errUnauthorized("invalid or expired access token"))
+		return false
+	case err != nil:
+		fail(c, fmt.Errorf("load user: %w", err))
+		return false
+	case u.Disabled:
+		fail(c, errUnauthorized("account disabled"))
+		return false
+	}
+	c.Set(ctxUser, u)
+	return true
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>" header.

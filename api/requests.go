@@ -401,28 +401,34 @@ func decodeCursor(cur string) (string, error) {
 
 func (s *server) handleCancelRequest() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		u := currentUser(c)
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		r, err := s.store.Requests.CancelQueued(ctx, u.ID, c.Param("id"), s.now())
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			fail(c, errNotFound("no such request"))
+		r, err := s.cancelQueued(ctx, currentUser(c).ID, c.Param("id"))
+		if err != nil {
+			fail(c, err)
 			return
-		case errors.Is(err, store.ErrConflict):
-			fail(c, errConflict("not_queued", "only a queued request can be cancelled; this one is running or finished"))
-			return
-		case err != nil:
-			fail(c, fmt.Errorf("cancel request: %w", err))
-			return
-		}
-		// MongoDB now says cancelled, which the session checks before it
-		// starts a request; the signal only tidies its queue.
-		if err := s.sessions.Cancel(ctx, u.ID, r.ID); err != nil {
-			s.log.Warn("cancel signal failed; the session will skip the request when it reaches it",
-				"request_id", r.ID, "user_id", u.ID, "error", err)
 		}
 		c.Set("request_id", r.ID)
 		c.JSON(http.StatusOK, viewOf(r, 0))
 	}
+}
+
+// cancelQueued cancels userID's queued request id.
+func (s *server) cancelQueued(ctx context.Context, userID, id string) (*models.Request, error) {
+	r, err := s.store.Requests.CancelQueued(ctx, userID, id, s.now())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, errNotFound("no such request")
+	case errors.Is(err, store.ErrConflict):
+		return nil, errConflict("not_queued", "only a queued request can be cancelled; this one is running or finished")
+	case err != nil:
+		return nil, fmt.Errorf("cancel request: %w", err)
+	}
+	// MongoDB now says cancelled, which the session checks before it starts
+	// a request; the signal only tidies its queue.
+	if err := s.sessions.Cancel(ctx, userID, r.ID); err != nil {
+		s.log.Warn("cancel signal failed; the session will skip the request when it reaches it",
+			"request_id", r.ID, "user_id", userID, "error", err)
+	}
+	return r, nil
 }

@@ -5,8 +5,12 @@ import "github.com/gin-gonic/gin"
 // routes registers every route of the API.
 func (s *server) routes(r *gin.Engine) {
 	r.Use(s.recoverJSON(), s.accessLog(), s.limitBody())
-	r.NoRoute(func(c *gin.Context) { fail(c, errNotFound("no such route")) })
-	r.NoMethod(func(c *gin.Context) { fail(c, apiError{405, "method_not_allowed", "method not allowed on this route"}) })
+	// Under /v1/admin even a route that does not exist answers 401/403
+	// before 404/405, so a non-admin learns nothing about the admin API.
+	r.NoRoute(s.guardAdminPaths(), func(c *gin.Context) { fail(c, errNotFound("no such route")) })
+	r.NoMethod(s.guardAdminPaths(), func(c *gin.Context) {
+		fail(c, apiError{405, "method_not_allowed", "method not allowed on this route"})
+	})
 
 	r.GET("/healthz", s.handleHealthz())
 	r.GET("/readyz", s.handleReadyz())
@@ -26,4 +30,19 @@ func (s *server) routes(r *gin.Engine) {
 	user.DELETE("/requests/:id", s.handleCancelRequest())
 	user.GET("/session", s.handleGetSession())
 	user.DELETE("/session", s.handleCloseSession())
+
+	admin := v1.Group("/admin", s.requireUser(), s.requireAdmin())
+	admin.GET("/sessions", s.handleAdminListSessions())
+	admin.GET("/sessions/:user_id", s.handleAdminShowSession())
+	admin.POST("/sessions/:user_id/pause", s.handleAdminSteer(steerPause))
+	admin.POST("/sessions/:user_id/resume", s.handleAdminSteer(steerResume))
+	admin.POST("/sessions/:user_id/close", s.handleAdminSteer(steerClose))
+	admin.PUT("/sessions/:user_id/policy", s.handleAdminSetPolicy())
+	admin.GET("/requests/:id", s.handleAdminGetRequest())
+	admin.POST("/requests/:id/cancel", s.handleAdminCancelRequest())
+	admin.POST("/requests/:id/requeue", s.handleAdminRequeue())
+	admin.GET("/users", s.handleAdminListUsers())
+	admin.POST("/users/:id/disable", s.handleAdminSetDisabled(true))
+	admin.POST("/users/:id/enable", s.handleAdminSetDisabled(false))
+	admin.GET("/stats", s.handleAdminStats())
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
 )
 
@@ -26,6 +27,14 @@ type Sessions interface {
 	Close(ctx context.Context, userID string) error
 	Cancel(ctx context.Context, userID, requestID string) error
 	Ping(ctx context.Context) error
+
+	// Operator actions, behind the admin role.
+	Pause(ctx context.Context, userID string) error
+	Resume(ctx context.Context, userID string) error
+	SetPolicy(ctx context.Context, userID string, p models.FailurePolicy) error
+	Requeue(ctx context.Context, userID string, reqs []models.QueuedRequest) error
+	ListSessions(ctx context.Context, f starter.SessionFilter, limit int, cursor string) ([]starter.SessionSummary, string, error)
+	CountSessions(ctx context.Context, f starter.SessionFilter) (int64, error)
 }
 
 // TypeValidator checks a request type and payload before they are queued;

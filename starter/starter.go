@@ -33,6 +33,10 @@ func New(c client.Client, cfg workflows.Config) *Starter {
 // none is running. It returns only once Temporal has durably recorded the
 // signal.
 func (s *Starter) Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
+	return s.signalWithStart(ctx, userID, models.SignalSubmit, reqs)
+}
+
+func (s *Starter) signalWithStart(ctx context.Context, userID, signal string, reqs []models.QueuedRequest) error {
 	opts := client.StartWorkflowOptions{
 		ID:                    models.SessionWorkflowID(userID),
 		TaskQueue:             s.TaskQueue,
@@ -40,10 +44,10 @@ func (s *Starter) Submit(ctx context.Context, userID string, reqs []models.Queue
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.UserIDAttr.ValueSet(userID)),
 	}
 	in := workflows.Input{UserID: userID, Config: s.Config}
-	_, err := s.Client.SignalWithStartWorkflow(ctx, opts.ID, models.SignalSubmit,
+	_, err := s.Client.SignalWithStartWorkflow(ctx, opts.ID, signal,
 		models.Submission{Requests: reqs}, opts, models.SessionWorkflowType, in)
 	if err != nil {
-		return fmt.Errorf("signal session of %s: %w", userID, err)
+		return fmt.Errorf("signal %s to session of %s: %w", signal, userID, err)
 	}
 	return nil
 }
@@ -77,13 +81,15 @@ func (s *Starter) State(ctx context.Context, userID string) (models.SessionState
 	return st, nil
 }
 
-// signal sends a signal to the user's running session; no running session
-// is not an error, since there is nothing to steer.
+// ErrNoSession is returned when steering a user whose session is not running.
+var ErrNoSession = errors.New("no running session")
+
+// signal sends a signal to the user's running session.
 func (s *Starter) signal(ctx context.Context, userID, name string, arg any) error {
 	err := s.Client.SignalWorkflow(ctx, models.SessionWorkflowID(userID), "", name, arg)
 	var notFound *serviceerror.NotFound
 	if errors.As(err, &notFound) {
-		return nil
+		return fmt.Errorf("signal %s to session of %s: %w", name, userID, ErrNoSession)
 	}
 	if err != nil {
 		return fmt.Errorf("signal %s to session of %s: %w", name, userID, err)
@@ -91,16 +97,32 @@ func (s *Starter) signal(ctx context.Context, userID, name string, arg any) erro
 	return nil
 }
 
-// Close asks the user's session to end once its queue is empty.
+// ignoreNoSession treats "nothing running" as done, for signals that only
+// matter to a running session.
+func ignoreNoSession(err error) error {
+	if errors.Is(err, ErrNoSession) {
+		return nil
+	}
+	return err
+}
+
+// Close asks the user's session to end once its queue is empty; closing a
+// session that is not running is a no-op.
 func (s *Starter) Close(ctx context.Context, userID string) error {
-	return s.signal(ctx, userID, models.SignalClose, nil)
+	return ignoreNoSession(s.signal(ctx, userID, models.SignalClose, nil))
 }
 
 // Cancel drops a queued request from the user's session queue. The caller
 // has already marked it cancelled in MongoDB, which is what the session
 // checks before it starts a request; this only keeps the queue tidy.
 func (s *Starter) Cancel(ctx context.Context, userID, requestID string) error {
-	return s.signal(ctx, userID, models.SignalCancel, models.CancelSignal{RequestID: requestID})
+	return ignoreNoSession(s.signal(ctx, userID, models.SignalCancel, models.CancelSignal{RequestID: requestID}))
+}
+
+// Requeue sends requests back to the tail of the user's queue, opening the
+// session if none is running. The caller has set them queued in MongoDB.
+func (s *Starter) Requeue(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
+	return s.signalWithStart(ctx, userID, models.SignalRequeue, reqs)
 }
 
 // Pause stops the user's queue from starting new requests.

@@ -166,6 +166,20 @@ func (r *Requests) CountQueued(ctx context.Context, userID string) (int64, error
 	return n, nil
 }
 
+// CountByStatus counts all requests per status (one count per status: the
+// statuses are few, and counts work the same on MongoDB and FerretDB).
+func (r *Requests) CountByStatus(ctx context.Context) (map[models.Status]int64, error) {
+	out := map[models.Status]int64{}
+	for _, st := range []models.Status{models.StatusQueued, models.StatusRunning, models.StatusSucceeded, models.StatusFailed, models.StatusCancelled} {
+		n, err := r.c.CountDocuments(ctx, bson.D{{Key: "status", Value: st}})
+		if err != nil {
+			return nil, wrap("count by status", err)
+		}
+		out[st] = n
+	}
+	return out, nil
+}
+
 // Delete removes the request with id; the API undoes an insert with it when
 // the session could not be signalled. A missing request is ErrNotFound.
 func (r *Requests) Delete(ctx context.Context, id string) error {

@@ -96,6 +96,15 @@ func (r *Users) List(ctx context.Context, limit int, afterID string) ([]models.U
 	return users, nil
 }
 
+// Count counts all users.
+func (r *Users) Count(ctx context.Context) (int64, error) {
+	n, err := r.c.CountDocuments(ctx, bson.D{})
+	if err != nil {
+		return 0, wrap("count users", err)
+	}
+	return n, nil
+}
+
 // SetDisabled disables or re-enables the user with id.
 func (r *Users) SetDisabled(ctx context.Context, id string, disabled bool) error {
 	return r.set(ctx, "set disabled", id, bson.D{{Key: "disabled", Value: disabled}})

@@ -17,7 +17,7 @@ import (
 
 // TestE2E_SessionHistoryReplays drives one session through every kind of
 // event the workflow knows (submits, retries, a failure, pause, resume,
-// policy, cancel, close), then replays the history the server recorded
+// policy, cancel, requeue, close), then replays the history the server recorded
 // against the current workflow code. With TURNSTILE_RECORD_HISTORY=<file>
 // it also writes the history there: that is how
 // workflows/testdata/*.json are made before a workflow change.
@@ -45,8 +45,13 @@ func TestE2E_SessionHistoryReplays(t *testing.T) {
 	c.mustDo("POST", "/v1/requests/batch", map[string]any{"requests": []map[string]any{
 		{"type": "echo", "payload": 1}, {"type": "echo", "payload": 2},
 	}}, 202, &batch)
+	c.waitFinal(failing.ID)
+	newAdmin(t).mustDo("POST", "/v1/admin/requests/"+failing.ID+"/requeue", nil, 202, nil)
 	c.mustDo("DELETE", "/v1/session", nil, 202, nil)
-	c.waitFinal(first.ID, failing.ID, cancelled.ID, batch.Requests[0].ID, batch.Requests[1].ID)
+	done := c.waitFinal(first.ID, failing.ID, cancelled.ID, batch.Requests[0].ID, batch.Requests[1].ID)
+	if done[1].Status != "failed" || done[1].Attempts != 2*int(shared.cfg.Session.MaxAttempts) {
+		t.Fatalf("requeued failing request: %+v", done[1])
+	}
 
 	run := shared.backends.Temporal.GetWorkflow(ctx, models.SessionWorkflowID(c.userID), "")
 	if err := run.Get(ctx, nil); err != nil {

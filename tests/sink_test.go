@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,8 @@ type sink struct {
 	inFlight map[string]int
 	overlaps map[string]int
 	keys     map[string]int // Idempotency-Key → calls
+	// poisoned makes /poison answer 500 until a test "fixes" it.
+	poisoned atomic.Bool
 }
 
 // sinkCall is the payload body the tests send to the sink.
@@ -43,6 +46,10 @@ func (s *sink) hostPort() string {
 }
 
 func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/poison" && s.poisoned.Load() {
+		http.Error(w, "poisoned", http.StatusInternalServerError)
+		return
+	}
 	if code := r.URL.Query().Get("status"); code != "" {
 		n, _ := strconv.Atoi(code)
 		http.Error(w, "told to fail", n)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -38,6 +39,14 @@ func readDevPorts(getenv func(string) string, cfg app.Config) (devPorts, error) 
 		}
 	}
 	return p, nil
+}
+
+// selfName is how the user ran this binary, for printed hints.
+func selfName() string {
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		return os.Args[0]
+	}
+	return "turnstile"
 }
 
 // runDev runs everything in this process until ctx is done, then stops it
@@ -113,9 +122,13 @@ Turnstile is running (development mode; data in %s)
   Temporal UI  %s
   Temporal     %s  namespace %q
   MongoDB      %s  database %q
+
+First operator (in another terminal):
+  printf '%%s\n' 'a long admin password' | %s admin create --email ops@example.com
+  tsctl login --api %s --email ops@example.com     (make tsctl builds bin/tsctl)
 Press Ctrl-C to stop.
 
-`, cfg.DataDir, api, api, ui.URL(), temporal.Address(), cfg.Namespace, mongo.URI(), cfg.MongoDatabase)
+`, cfg.DataDir, api, api, ui.URL(), temporal.Address(), cfg.Namespace, mongo.URI(), cfg.MongoDatabase, selfName(), api)
 
 	err = app.Serve(ctx, srv, ln)
 	log.Info("shutting down")

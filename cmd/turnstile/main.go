@@ -28,6 +28,7 @@ commands:
            embedded MongoDB-compatible store, API and worker); data in TURNSTILE_DATA_DIR
   api      run the HTTP API
   worker   run a worker
+  admin    admin create --email EMAIL: bootstrap an operator account (password on stdin)
 
 Configuration is read from TURNSTILE_* environment variables (see README.md).
 `
@@ -35,13 +36,13 @@ Configuration is read from TURNSTILE_* environment variables (see README.md).
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "turnstile:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stdout, usage)
 		if len(args) == 0 {
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runWorker(ctx, cfg, log.With("service", "worker"))
 	case "dev":
 		return runDev(ctx, cfg, getenv, stdout, log)
+	case "admin":
+		return runAdmin(ctx, cfg, args[1:], getenv, stdin, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
