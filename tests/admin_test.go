@@ -182,7 +182,7 @@ func TestAdmin_EveryAdminRouteIsForbiddenToUsers(t *testing.T) {
 		{"POST", "/v1/admin/users/" + u.userID + "/disable"},
 		{"POST", "/v1/admin/users/" + u.userID + "/enable"},
 		{"GET", "/v1/admin/stats"},
-		{"DELETE", "/v1/admin/users"},     // wrong method
+		{"DELETE", "/v1/admin/users"},      // wrong method
 		{"GET", "/v1/admin/no-such-thing"}, // unknown route
 		{"PATCH", "/v1/admin"},
 	}
