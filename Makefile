@@ -10,15 +10,19 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./cmd/...
 E2E_PKGS    := ./devserver/... ./tests/...
 
-.PHONY: run build test lint unit e2e tidy-check clean
+.PHONY: run build tsctl test lint unit e2e clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
 	$(BIN)/turnstile dev
 
-## build: the turnstile binary
-build:
+## build: the turnstile and tsctl binaries
+build: tsctl
 	$(GO) build -o $(BIN)/turnstile ./cmd/turnstile
+
+## tsctl: the admin CLI
+tsctl:
+	$(GO) build -o $(BIN)/tsctl ./cmd/tsctl
 
 ## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests
 test: lint unit e2e
