@@ -179,6 +179,9 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 		}
 		return nil, 0, false, fmt.Errorf("insert requests: %w", err)
 	}
+	if s.cfg.AfterInsert != nil {
+		s.cfg.AfterInsert()
+	}
 	if err := s.sessions.Submit(ctx, u.ID, signal.Requests); err != nil {
 		// Not accepted: undo the write so nothing runs that the client was
 		// told failed. If the signal did land, the session finds no record

@@ -64,6 +64,11 @@ type Config struct {
 	TrustedProxies []string
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// AfterInsert, when set, runs between recording a submission in
+	// MongoDB and signalling its session: a fault-injection point for the
+	// fault tests (an API crash at the worst moment). Never set in
+	// production.
+	AfterInsert func()
 }
 
 // Defaults.

@@ -21,6 +21,10 @@ import (
 	"github.com/turnstile/turnstile/workflows"
 )
 
+// FaultCrashAfterInsert is the fault point that kills the API between its
+// MongoDB write and its Temporal signal.
+const FaultCrashAfterInsert = "crash-after-insert"
+
 // Environments.
 const (
 	EnvDevelopment = "development"
@@ -54,8 +58,18 @@ type Config struct {
 
 	Session workflows.Config // TURNSTILE_IDLE_TIMEOUT, TURNSTILE_MAX_ATTEMPTS, TURNSTILE_EXEC_TIMEOUT, TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX
 
+	// MetricsAddr is where a worker serves /metrics
+	// (TURNSTILE_METRICS_ADDR, default 127.0.0.1:9464; "off" disables). The
+	// API serves /metrics on its own address.
+	MetricsAddr string
+
 	LogLevel slog.Level // TURNSTILE_LOG_LEVEL: debug, info (default), warn, error
 	DataDir  string     // TURNSTILE_DATA_DIR (dev only), default .data
+	// FaultPoint enables a fault-injection point for the fault tests
+	// (TURNSTILE_FAULT_POINT): "crash-after-insert" makes the API exit
+	// between recording a submission and signalling its session.
+	// Production refuses it.
+	FaultPoint string
 	// SerializeStoreUpdates makes this process serialise its conditional
 	// updates per document. FerretDB v1 evaluates an update's filter in Go
 	// and writes back by _id, so two concurrent conditional updates (cancel
@@ -123,6 +137,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MaxQueue:        num("TURNSTILE_MAX_QUEUE", api.DefaultMaxQueue),
 		MaxBatch:        num("TURNSTILE_MAX_BATCH", api.DefaultMaxBatch),
 		DataDir:         get("TURNSTILE_DATA_DIR", ".data"),
+		FaultPoint:      get("TURNSTILE_FAULT_POINT", ""),
+		MetricsAddr:     get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
 		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
 		Session: workflows.Config{
 			IdleTimeout:  dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
@@ -145,6 +161,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(get("TURNSTILE_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("TURNSTILE_LOG_LEVEL: %w", err))
 	}
+	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterInsert {
+		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterInsert))
+	}
 	if c.Env != EnvDevelopment && c.Env != EnvProduction {
 		errs = append(errs, fmt.Errorf("TURNSTILE_ENV=%q: want development or production", c.Env))
 	}
@@ -156,6 +175,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 func (c Config) Validate() error {
 	if len(c.JWTKey) > 0 && len(c.JWTKey) < auth.MinKeyLen {
 		return fmt.Errorf("TURNSTILE_JWT_KEY has %d bytes; it needs at least %d", len(c.JWTKey), auth.MinKeyLen)
+	}
+	if c.Env == EnvProduction && c.FaultPoint != "" {
+		return errors.New("TURNSTILE_FAULT_POINT is for fault tests and is refused in production")
 	}
 	if c.Env == EnvProduction && len(c.JWTKey) == 0 {
 		return errors.New("TURNSTILE_JWT_KEY is required in production (at least 32 random bytes)")

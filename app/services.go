@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -129,6 +130,7 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		MaxQueue:       cfg.MaxQueue,
 		MaxBatch:       cfg.MaxBatch,
 		TrustedProxies: cfg.TrustedProxies,
+		AfterInsert:    faultHook(cfg, log),
 	}, b.Store, starter.New(b.Temporal, cfg.Session))
 	if err != nil {
 		return nil, err
@@ -143,6 +145,21 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}, nil
 }
+
+// faultHook returns the API's AfterInsert hook for cfg.FaultPoint.
+func faultHook(cfg Config, log *slog.Logger) func() {
+	if cfg.FaultPoint != FaultCrashAfterInsert {
+		return nil
+	}
+	log.Warn("fault injection enabled: the API exits after recording a submission, before signalling it")
+	return func() {
+		log.Warn("fault point reached: exiting", "fault", cfg.FaultPoint)
+		os.Exit(faultExitCode)
+	}
+}
+
+// faultExitCode is what a process killed by a fault point exits with.
+const faultExitCode = 70
 
 // Serve serves srv on ln until ctx is done, then shuts down gracefully,
 // letting in-flight calls finish.

@@ -25,7 +25,8 @@ const usage = `usage: turnstile <command>
 
 commands:
   dev      run everything on this machine (embedded Temporal with Web UI,
-           embedded MongoDB-compatible store, API and worker); data in TURNSTILE_DATA_DIR
+           embedded MongoDB-compatible store, API and worker); data in TURNSTILE_DATA_DIR.
+           --services temporal,ui,mongo,api,worker picks a subset for this process
   api      run the HTTP API
   worker   run a worker
   admin    admin create --email EMAIL: bootstrap an operator account (password on stdin)
@@ -64,7 +65,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 	case "worker":
 		return runWorker(ctx, cfg, log.With("service", "worker"))
 	case "dev":
-		return runDev(ctx, cfg, getenv, stdout, log)
+		return runDev(ctx, cfg, args[1:], getenv, stdout, stderr, log)
 	case "admin":
 		return runAdmin(ctx, cfg, args[1:], getenv, stdin, stdout, stderr)
 	default:
