@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./cmd/...
 E2E_PKGS    := ./devserver/... ./tests/...
 
-.PHONY: run build tsctl test lint unit e2e clean
+.PHONY: run build tsctl bench test lint unit e2e clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -23,6 +23,14 @@ build: tsctl
 ## tsctl: the admin CLI
 tsctl:
 	$(GO) build -o $(BIN)/tsctl ./cmd/tsctl
+
+## bench: load benchmark against a running system (make run in another terminal);
+## BENCH_FLAGS adds flags, e.g. BENCH_FLAGS="-scale 0.1" or "-scenarios idle-sessions"
+BENCH_API   ?= http://127.0.0.1:8080
+BENCH_FLAGS ?=
+bench:
+	$(GO) build -o $(BIN)/bench ./cmd/bench
+	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -f 'turnstile dev' || true)" -json $(BIN)/bench.json $(BENCH_FLAGS)
 
 ## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests
 test: lint unit e2e

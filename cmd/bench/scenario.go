@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// user is one benchmark user and what it submitted, in order.
+type user struct {
+	token   string
+	ids     []string
+	enqueue []time.Duration // client round trip per submission
+	records []record
+}
+
+// runScenario registers the users, submits, waits until every request is
+// final, reads them all back and computes the result.
+func runScenario(ctx context.Context, c *client, runID string, sc scenario, progress io.Writer) (result, error) {
+	users := make([]*user, sc.Users)
+	if err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
+		tok, _, err := c.login(ctx, fmt.Sprintf("bench-%s-%s-%d@bench.example.com", runID, sc.Name, i))
+		users[i] = &user{token: tok}
+		return err
+	}); err != nil {
+		return result{}, err
+	}
+	fmt.Fprintf(progress, "   %d users ready\n", sc.Users)
+
+	var submitted atomic.Int64
+	total := int64(sc.Users * sc.PerUser)
+	stopProgress := ticker(progress, func() string {
+		return fmt.Sprintf("   submitted %d/%d", submitted.Load(), total)
+	})
+	start := time.Now()
+	err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
+		u := users[i]
+		for n := 0; n < sc.PerUser; n += sc.Batch {
+			items := make([]map[string]any, 0, sc.Batch)
+			for k := n; k < min(n+sc.Batch, sc.PerUser); k++ {
+				items = append(items, item(sc, i, k))
+			}
+			t0 := time.Now()
+			ids, err := c.submit(ctx, u.token, items)
+			if err != nil {
+				return fmt.Errorf("submit: %w", err)
+			}
+			u.enqueue = append(u.enqueue, time.Since(t0))
+			u.ids = append(u.ids, ids...)
+			submitted.Add(int64(len(ids)))
+			if sc.Sequential {
+				if err := waitRecord(ctx, c, u.token, ids[len(ids)-1]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	stopProgress()
+	if err != nil {
+		return result{}, err
+	}
+	submitTime := time.Since(start)
+
+	// Wait until every session has processed everything it was given.
+	var done atomic.Int64
+	stopProgress = ticker(progress, func() string { return fmt.Sprintf("   finished users %d/%d", done.Load(), sc.Users) })
+	err = parallel(ctx, 16, sc.Users, func(i int) error {
+		for {
+			st, err := c.session(ctx, users[i].token)
+			if err != nil {
+				return fmt.Errorf("session: %w", err)
+			}
+			if st.QueueLength == 0 && st.Running == nil && st.Processed >= int64(len(users[i].ids)) {
+				done.Add(1)
+				return nil
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	})
+	stopProgress()
+	if err != nil {
+		return result{}, fmt.Errorf("waiting for completion (lost requests?): %w", err)
+	}
+	// Read every request back.
+	type ref struct{ u, k int }
+	var refs []ref
+	for i, u := range users {
+		u.records = make([]record, len(u.ids))
+		for k := range u.ids {
+			refs = append(refs, ref{i, k})
+		}
+	}
+	if err := parallel(ctx, 16, len(refs), func(j int) error {
+		u := users[refs[j].u]
+		r, err := c.get(ctx, u.token, u.ids[refs[j].k])
+		u.records[refs[j].k] = r
+		return err
+	}); err != nil {
+		return result{}, fmt.Errorf("read back: %w", err)
+	}
+	return analyse(sc, users, submitTime), nil
+}
+
+func item(sc scenario, userIdx, k int) map[string]any {
+	if sc.Type == "sleep" {
+		return map[string]any{"type": "sleep", "payload": map[string]int{"ms": sc.SleepMS}}
+	}
+	return map[string]any{"type": sc.Type, "payload": map[string]int{"u": userIdx, "k": k}}
+}
+
+func waitRecord(ctx context.Context, c *client, token, id string) error {
+	for {
+		r, err := c.get(ctx, token, id)
+		if err != nil {
+			return err
+		}
+		if r.final() {
+			return nil
+		}
+		if err := sleep(ctx, 2*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// parallel runs fn(0..n-1) on at most k goroutines; the first error wins.
+func parallel(ctx context.Context, k, n int, fn func(i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+		next     atomic.Int64
+	)
+	for range max(1, min(k, n)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	return firstErr
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// ticker prints line() every two seconds until stopped.
+func ticker(w io.Writer, line func() string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fmt.Fprintln(w, line())
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
