@@ -26,7 +26,7 @@ func TestRequestsCancelRacesStart(t *testing.T) {
 			startErr  error
 		)
 		wg.Go(func() { _, cancelErr = s.Requests.CancelQueued(ctx, "alice", r.ID, t0) })
-		wg.Go(func() { started, startErr = s.Requests.MarkRunning(ctx, r.ID, t0) })
+		wg.Go(func() { started, startErr = markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)) })
 		wg.Wait()
 		if startErr != nil {
 			t.Fatal(startErr)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -193,32 +194,72 @@ func (r *Requests) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// transition applies update to request id if its status is one of from
+// (and, with owner set, it belongs to owner), and returns the request as it
+// was before; changed reports whether the update applied. A missing or
+// foreign request is ErrNotFound.
+//
+// On MongoDB this is one conditional findOneAndUpdate, atomic by itself.
+// With Options.SerializeUpdates (the embedded FerretDB, whose conditional
+// updates are neither atomic nor answered from an index) it is read by _id,
+// check, write by _id under the process's per-document lock: both filters
+// are exactly {_id}, the only shape FerretDB looks up by index, so a state
+// change costs the same at a million requests as at ten.
+func (r *Requests) transition(ctx context.Context, op, id, owner string, from []models.Status, update bson.D) (*models.Request, bool, error) {
+	if r.locks.on {
+		defer r.locks.lock(id)()
+		cur, err := r.Get(ctx, owner, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if !slices.Contains(from, cur.Status) {
+			return cur, false, nil
+		}
+		res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
+		if err != nil {
+			return nil, false, wrap(op, err)
+		}
+		if res.MatchedCount == 0 {
+			return nil, false, fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
+		}
+		return cur, true, nil
+	}
+	filter := bson.D{{Key: "_id", Value: id}, {Key: "status", Value: bson.D{{Key: "$in", Value: from}}}}
+	if owner != "" {
+		filter = append(filter, bson.E{Key: "user_id", Value: owner})
+	}
+	var before models.Request
+	err := r.c.FindOneAndUpdate(ctx, filter, update,
+		options.FindOneAndUpdate().SetReturnDocument(options.Before)).Decode(&before)
+	if err == nil {
+		return &before, true, nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, false, wrap(op, err)
+	}
+	cur, err := r.Get(ctx, owner, id)
+	if err != nil {
+		return nil, false, err
+	}
+	return cur, false, nil
+}
+
+func set(fields ...bson.E) bson.D { return bson.D{{Key: "$set", Value: bson.D(fields)}} }
+
 // CancelQueued moves userID's request id ("" = any owner) from queued to
 // cancelled and returns it. A missing or foreign request is ErrNotFound; one
 // that is no longer queued is ErrConflict, returned with the request as it is.
 func (r *Requests) CancelQueued(ctx context.Context, userID, id string, now time.Time) (*models.Request, error) {
-	defer r.locks.lock(id)()
-	filter := bson.D{{Key: "_id", Value: id}, {Key: "status", Value: models.StatusQueued}}
-	if userID != "" {
-		filter = append(filter, bson.E{Key: "user_id", Value: userID})
-	}
-	update := bson.D{{Key: "$set", Value: bson.D{
-		{Key: "status", Value: models.StatusCancelled},
-		{Key: "finished_at", Value: now},
-	}}}
-	var req models.Request
-	err := r.c.FindOneAndUpdate(ctx, filter, update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&req)
-	if err == nil {
-		return &req, nil
-	}
-	if !errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, wrap("cancel request", err)
-	}
-	cur, err := r.Get(ctx, userID, id)
+	cur, changed, err := r.transition(ctx, "cancel request", id, userID, []models.Status{models.StatusQueued},
+		set(bson.E{Key: "status", Value: models.StatusCancelled}, bson.E{Key: "finished_at", Value: now}))
 	if err != nil {
 		return nil, err
 	}
-	return cur, fmt.Errorf("store: cancel request: %w: it is %s", ErrConflict, cur.Status)
+	if !changed {
+		return cur, fmt.Errorf("store: cancel request: %w: it is %s", ErrConflict, cur.Status)
+	}
+	cur.Status, cur.FinishedAt = models.StatusCancelled, &now
+	return cur, nil
 }
 
 // Requeue moves a failed or cancelled request back to queued and clears its
@@ -226,11 +267,6 @@ func (r *Requests) CancelQueued(ctx context.Context, userID, id string, now time
 // other status is ErrConflict. Re-submitting it to the session is the
 // caller's job.
 func (r *Requests) Requeue(ctx context.Context, id string) error {
-	defer r.locks.lock(id)()
-	filter := bson.D{
-		{Key: "_id", Value: id},
-		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{models.StatusFailed, models.StatusCancelled}}}},
-	}
 	update := bson.D{
 		{Key: "$set", Value: bson.D{{Key: "status", Value: models.StatusQueued}}},
 		{Key: "$unset", Value: bson.D{
@@ -240,87 +276,48 @@ func (r *Requests) Requeue(ctx context.Context, id string) error {
 			{Key: "finished_at", Value: ""},
 		}},
 	}
-	res, err := r.c.UpdateOne(ctx, filter, update)
-	if err != nil {
-		return wrap("requeue request", err)
-	}
-	if res.MatchedCount == 1 {
-		return nil
-	}
-	return r.conflict(ctx, "requeue request", id)
-}
-
-// conflict explains a conditional update of request id that matched nothing:
-// ErrNotFound if it is missing, else ErrConflict with its status.
-func (r *Requests) conflict(ctx context.Context, op, id string) error {
-	cur, err := r.Get(ctx, "", id)
+	cur, changed, err := r.transition(ctx, "requeue request", id, "",
+		[]models.Status{models.StatusFailed, models.StatusCancelled}, update)
 	if err != nil {
 		return err
 	}
-	return fmt.Errorf("store: %s: %w: it is %s", op, ErrConflict, cur.Status)
+	if !changed {
+		return fmt.Errorf("store: requeue request: %w: it is %s", ErrConflict, cur.Status)
+	}
+	return nil
 }
 
-// markRunningRounds bounds MarkRunning's retries when the request changes
-// between its steps (for example a concurrent Requeue): each round makes
-// progress unless another writer does, so a few suffice.
-const markRunningRounds = 3
-
-// MarkRunning records that the worker starts (or, on a retry, resumes) the
-// request: from queued or running it becomes running, with started_at set the
-// first time only, and MarkRunning returns StatusRunning. A request that is
-// already final is left alone and its final status returned, so the caller
-// can skip it. Running it twice is harmless.
-func (r *Requests) MarkRunning(ctx context.Context, id string, now time.Time) (models.Status, error) {
-	defer r.locks.lock(id)()
-	active := bson.D{{Key: "$in", Value: activeStatuses}}
-	for range markRunningRounds {
-		// First start: set started_at too. A plain update cannot "set if
-		// unset", and FerretDB lacks pipeline updates, hence two steps.
-		res, err := r.c.UpdateOne(ctx,
-			bson.D{{Key: "_id", Value: id}, {Key: "status", Value: active}, {Key: "started_at", Value: bson.D{{Key: "$exists", Value: false}}}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: models.StatusRunning}, {Key: "started_at", Value: now}}}})
-		if err != nil {
-			return "", wrap("mark running", err)
-		}
-		if res.MatchedCount == 1 {
-			return models.StatusRunning, nil
-		}
-		// Started before: keep started_at.
-		res, err = r.c.UpdateOne(ctx,
-			bson.D{{Key: "_id", Value: id}, {Key: "status", Value: active}},
-			bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: models.StatusRunning}}}})
-		if err != nil {
-			return "", wrap("mark running", err)
-		}
-		if res.MatchedCount == 1 {
-			return models.StatusRunning, nil
-		}
-		cur, err := r.Get(ctx, "", id)
-		if err != nil {
-			return "", err
-		}
-		if cur.Status.Final() {
-			return cur.Status, nil
-		}
+// MarkRunning records that the worker starts the request and returns it:
+// a queued request becomes running with started_at = now. A request already
+// running (a retried start) is returned unchanged, its started_at kept; one
+// already final is returned unchanged too, so the caller can skip it.
+// Running it twice is harmless. Queued implies never started: Requeue clears
+// started_at when it queues a request again.
+func (r *Requests) MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error) {
+	cur, changed, err := r.transition(ctx, "mark running", id, "", []models.Status{models.StatusQueued},
+		set(bson.E{Key: "status", Value: models.StatusRunning}, bson.E{Key: "started_at", Value: now}))
+	if err != nil {
+		return nil, err
 	}
-	return "", fmt.Errorf("store: mark running %s: %w: status keeps changing", id, ErrConflict)
+	if changed {
+		cur.Status, cur.StartedAt = models.StatusRunning, &now
+	}
+	return cur, nil
 }
 
 // SetAttempts records the number of attempts made so far (a value, not an
 // increment, so a retried call changes nothing). It applies only while the
 // request is running: otherwise ErrConflict, or ErrNotFound if it is missing.
 func (r *Requests) SetAttempts(ctx context.Context, id string, attempts int) error {
-	defer r.locks.lock(id)()
-	res, err := r.c.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: id}, {Key: "status", Value: models.StatusRunning}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "attempts", Value: attempts}}}})
+	cur, changed, err := r.transition(ctx, "set attempts", id, "", []models.Status{models.StatusRunning},
+		set(bson.E{Key: "attempts", Value: attempts}))
 	if err != nil {
-		return wrap("set attempts", err)
+		return err
 	}
-	if res.MatchedCount == 1 {
-		return nil
+	if !changed {
+		return fmt.Errorf("store: set attempts: %w: it is %s", ErrConflict, cur.Status)
 	}
-	return r.conflict(ctx, "set attempts", id)
+	return nil
 }
 
 // Finish records a request's final status with its result (succeeded) or
@@ -332,30 +329,17 @@ func (r *Requests) Finish(ctx context.Context, id string, status models.Status, 
 	if !status.Final() {
 		return fmt.Errorf("store: finish request: status %q is not final", status)
 	}
-	defer r.locks.lock(id)()
-	set := bson.D{
+	fields := []bson.E{
 		{Key: "status", Value: status},
 		{Key: "attempts", Value: attempts},
 		{Key: "finished_at", Value: now},
 	}
 	if result != "" {
-		set = append(set, bson.E{Key: "result", Value: result})
+		fields = append(fields, bson.E{Key: "result", Value: result})
 	}
 	if errMsg != "" {
-		set = append(set, bson.E{Key: "error", Value: errMsg})
+		fields = append(fields, bson.E{Key: "error", Value: errMsg})
 	}
-	res, err := r.c.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: id}, {Key: "status", Value: bson.D{{Key: "$in", Value: activeStatuses}}}},
-		bson.D{{Key: "$set", Value: set}})
-	if err != nil {
-		return wrap("finish request", err)
-	}
-	if res.MatchedCount == 1 {
-		return nil
-	}
-	// Already final (or gone): say which, change nothing.
-	if _, err := r.Get(ctx, "", id); err != nil {
-		return err
-	}
-	return nil
+	_, _, err := r.transition(ctx, "finish request", id, "", []models.Status{models.StatusQueued, models.StatusRunning}, set(fields...))
+	return err
 }

@@ -461,7 +461,7 @@ func TestRequestsCancelQueued(t *testing.T) {
 	r := queued(t, "alice")
 	running := queued(t, "alice")
 	mustInsert(t, s, r, running)
-	if st, err := s.Requests.MarkRunning(ctx, running.ID, t0); err != nil || st != models.StatusRunning {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, running.ID, t0)); err != nil || st != models.StatusRunning {
 		t.Fatalf("MarkRunning = %v, %v", st, err)
 	}
 
@@ -546,7 +546,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 
 	start := t0.Add(time.Second)
 	for i := range 2 { // a retried activity repeats the call, later
-		st, err := s.Requests.MarkRunning(ctx, r.ID, start.Add(time.Duration(i)*time.Minute))
+		st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, start.Add(time.Duration(i)*time.Minute)))
 		if err != nil || st != models.StatusRunning {
 			t.Fatalf("MarkRunning #%d = %v, %v", i+1, st, err)
 		}
@@ -576,7 +576,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 	if err := s.Requests.Finish(ctx, r.ID, models.StatusFailed, "", "late failure", 3, end.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s.Requests.MarkRunning(ctx, r.ID, end.Add(time.Minute)); err != nil || st != models.StatusSucceeded {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, end.Add(time.Minute))); err != nil || st != models.StatusSucceeded {
 		t.Fatalf("MarkRunning(succeeded) = %v, %v; want succeeded, nil", st, err)
 	}
 	if err := s.Requests.SetAttempts(ctx, r.ID, 5); !errors.Is(err, store.ErrConflict) {
@@ -594,7 +594,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 	if _, err := s.Requests.CancelQueued(ctx, "alice", c.ID, t0); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s.Requests.MarkRunning(ctx, c.ID, end); err != nil || st != models.StatusCancelled {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, c.ID, end)); err != nil || st != models.StatusCancelled {
 		t.Fatalf("MarkRunning(cancelled) = %v, %v; want cancelled, nil", st, err)
 	}
 	if err := s.Requests.Finish(ctx, c.ID, models.StatusSucceeded, `1`, "", 1, end); err != nil {
@@ -646,4 +646,67 @@ func TestRequestsDelete(t *testing.T) {
 	// The key is free again: the undone request never happened.
 	again := keyed(t, "alice", "k")
 	mustInsert(t, s, again)
+}
+
+// markStatus is the status MarkRunning reports.
+func markStatus(r *models.Request, err error) (models.Status, error) {
+	if err != nil {
+		return "", err
+	}
+	return r.Status, nil
+}
+
+// The conditional-update path (what runs on MongoDB, without
+// SerializeUpdates) keeps the same state machine. FerretDB does not make it
+// atomic, so this checks the transitions one at a time, not races.
+func TestTransitionsWithConditionalUpdates(t *testing.T) {
+	db := storetest.Open(t)
+	ctx := context.Background()
+	s, err := store.ConnectWith(ctx, db.URI, db.Name, store.Options{SerializeUpdates: false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+
+	r := queued(t, "alice")
+	mustInsert(t, s, r)
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)); err != nil || st != models.StatusRunning {
+		t.Fatalf("MarkRunning = %v, %v", st, err)
+	}
+	again, err := s.Requests.MarkRunning(ctx, r.ID, t0.Add(time.Minute))
+	if err != nil || again.Status != models.StatusRunning || !again.StartedAt.Equal(t0) {
+		t.Fatalf("second MarkRunning = %+v, %v; want running with the first started_at", again, err)
+	}
+	if err := s.Requests.SetAttempts(ctx, r.ID, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Requests.Finish(ctx, r.ID, models.StatusFailed, "", "boom", 3, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Requests.Finish(ctx, r.ID, models.StatusSucceeded, `"late"`, "", 4, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, r.ID); got.Status != models.StatusFailed || got.Attempts != 3 || got.Error != "boom" {
+		t.Fatalf("a late Finish overwrote the outcome: %+v", got)
+	}
+	if err := s.Requests.SetAttempts(ctx, r.ID, 9); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("SetAttempts on a final request: %v", err)
+	}
+	if err := s.Requests.Requeue(ctx, r.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustGet(t, s, r.ID); got.Status != models.StatusQueued || got.StartedAt != nil || got.Attempts != 3 {
+		t.Fatalf("after requeue: %+v", got)
+	}
+	if _, err := s.Requests.CancelQueued(ctx, "bob", r.ID, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("cancel by another owner: %v", err)
+	}
+	c, err := s.Requests.CancelQueued(ctx, "alice", r.ID, t0)
+	if err != nil || c.Status != models.StatusCancelled {
+		t.Fatalf("cancel: %+v, %v", c, err)
+	}
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)); err != nil || st != models.StatusCancelled {
+		t.Fatalf("MarkRunning after cancel = %v, %v", st, err)
+	}
 }
