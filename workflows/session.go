@@ -5,6 +5,7 @@ package workflows
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -37,6 +38,15 @@ type Config struct {
 	// MaxSeen bounds the request IDs remembered for deduplication. MongoDB's
 	// status check catches duplicates older than that.
 	MaxSeen int `json:"max_seen"`
+	// LocalTypes are request types short enough to run as local activities
+	// in the worker that runs the workflow task: no round trip through the
+	// server per request, so a burst of them runs back to back. They cannot
+	// heartbeat, so each try is bounded by LocalTimeout; long work (sleep,
+	// slow http) stays a regular activity. Empty = every type is a regular
+	// activity (the naive mode the benchmark compares against).
+	LocalTypes []string `json:"local_types,omitempty"`
+	// LocalTimeout bounds one try of a local-type request.
+	LocalTimeout time.Duration `json:"local_timeout,omitempty"`
 }
 
 // Defaults.
@@ -48,6 +58,7 @@ const (
 	DefaultExecTimeout      = 5 * time.Minute
 	DefaultHeartbeatTimeout = 30 * time.Second
 	DefaultMaxSeen          = 10000
+	DefaultLocalTimeout     = 10 * time.Second
 	// recordTimeout bounds one MongoDB write by a local activity; those are
 	// retried without limit, so a MongoDB outage pauses the queue instead of
 	// failing requests.
@@ -67,6 +78,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.RetryMax, DefaultRetryMax)
 	def(&c.ExecTimeout, DefaultExecTimeout)
 	def(&c.HeartbeatTimeout, DefaultHeartbeatTimeout)
+	def(&c.LocalTimeout, DefaultLocalTimeout)
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
@@ -98,6 +110,10 @@ const (
 	// earlier attempts in its count.
 	changeRequeue  = "requeue"
 	versionRequeue = workflow.Version(1)
+	// versionLocal: run Config.LocalTypes as local activities.
+	versionLocal = workflow.Version(2)
+	// versionLatest is what new runs record.
+	versionLatest = versionLocal
 )
 
 // outcome is what executing one request ended in.
@@ -132,7 +148,7 @@ type session struct {
 // new when Temporal suggests it.
 func Session(ctx workflow.Context, in Input) error {
 	s := newSession(in)
-	s.version = workflow.GetVersion(ctx, changeRequeue, workflow.DefaultVersion, versionRequeue)
+	s.version = workflow.GetVersion(ctx, changeRequeue, workflow.DefaultVersion, versionLatest)
 	if err := workflow.SetQueryHandler(ctx, models.QueryState, s.state); err != nil {
 		return err
 	}
@@ -411,25 +427,35 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 		return outcome{Status: mark.Status, Skipped: true}
 	}
 
-	runCtx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: s.cfg.ExecTimeout,
-		HeartbeatTimeout:    s.cfg.HeartbeatTimeout,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        s.cfg.RetryInitial,
-			BackoffCoefficient:     2,
-			MaximumInterval:        s.cfg.RetryMax,
-			MaximumAttempts:        s.cfg.MaxAttempts,
-			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, activities.ErrTypeUnknownType},
-		},
-	})
+	retry := &temporal.RetryPolicy{
+		InitialInterval:        s.cfg.RetryInitial,
+		BackoffCoefficient:     2,
+		MaximumInterval:        s.cfg.RetryMax,
+		MaximumAttempts:        s.cfg.MaxAttempts,
+		NonRetryableErrorTypes: []string{activities.ErrTypePermanent, activities.ErrTypeUnknownType},
+	}
 	prior := 0
 	if s.version >= versionRequeue {
 		prior = mark.Attempts
 	}
-	var res activities.RunResult
-	err = workflow.ExecuteActivity(runCtx, acts.Run, activities.RunInput{
+	input := activities.RunInput{
 		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload, PriorAttempts: prior,
-	}).Get(ctx, &res)
+	}
+	var run workflow.Future
+	if s.version >= versionLocal && slices.Contains(s.cfg.LocalTypes, req.Type) {
+		run = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+			StartToCloseTimeout: s.cfg.LocalTimeout,
+			RetryPolicy:         retry,
+		}), acts.Run, input)
+	} else {
+		run = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+			StartToCloseTimeout: s.cfg.ExecTimeout,
+			HeartbeatTimeout:    s.cfg.HeartbeatTimeout,
+			RetryPolicy:         retry,
+		}), acts.Run, input)
+	}
+	var res activities.RunResult
+	err = run.Get(ctx, &res)
 
 	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID}
 	if err == nil {

@@ -163,7 +163,7 @@ func (h *harness) run(in Input) {
 	if in.UserID == "" {
 		in.UserID = user
 	}
-	if in.Config == (Config{}) {
+	if in.Config.IdleTimeout == 0 && in.Config.MaxAttempts == 0 {
 		in.Config = testConfig
 	}
 	h.env.ExecuteWorkflow(models.SessionWorkflowType, in)
@@ -478,4 +478,25 @@ func TestSessionWithFakeStore_SubmitOfASeenIDDoesNotRequeue(t *testing.T) {
 	h.run(Input{})
 	h.wantRan()
 	h.wantStatus("p", models.StatusFailed, 1)
+}
+
+func TestSessionWithFakeStore_LocalTypesRunInOrderWithRetriesAndFailures(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["l2"] = 2
+	h.work.failFirst["l3"] = -1
+	h.work.permanent["l4"] = true
+	h.submitAt(0, "l1", "l2", "l3")
+	h.submitAt(time.Second, "l4", "l5")
+	h.signalAt(time.Hour, models.SignalClose, nil)
+	cfg := testConfig
+	cfg.LocalTypes = []string{"work"}
+	h.run(Input{Config: cfg})
+	if err := h.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	h.wantRan("l1", "l2", "l5")
+	h.wantStatus("l1", models.StatusSucceeded, 1)
+	h.wantStatus("l2", models.StatusSucceeded, 3)
+	h.wantStatus("l3", models.StatusFailed, 3)
+	h.wantStatus("l4", models.StatusFailed, 1)
 }
