@@ -7,10 +7,11 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Packages whose unit tests run with the race detector. devserver and tests
 # import the Temporal server; they run without -race to keep the cold build
 # to one compile of the server.
-RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./cmd/...
-E2E_PKGS    := ./devserver/... ./tests/...
+RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./metrics/... ./cmd/...
+E2E_PKGS    := ./devserver/... ./docker/... ./tests
+FAULT_PKGS  := ./tests/faults/...
 
-.PHONY: run build tsctl bench test lint unit e2e clean
+.PHONY: run build tsctl bench tools test lint unit e2e test-faults test-report clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -32,8 +33,12 @@ bench:
 	$(GO) build -o $(BIN)/bench ./cmd/bench
 	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -f 'turnstile dev' || true)" -json $(BIN)/bench.json $(BENCH_FLAGS)
 
-## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests
-test: lint unit e2e
+## tools: test tools from outside Go (promtool for the deployment checks)
+tools:
+	./docker/install-promtool.sh
+
+## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests, fault suite
+test: tools lint unit e2e test-faults
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -46,6 +51,16 @@ unit:
 
 e2e:
 	$(GO) test -count=1 -timeout 20m $(E2E_PKGS)
+
+## test-faults: kill and stop Temporal, MongoDB, API and workers under load; check nothing is lost, duplicated or reordered
+test-faults:
+	$(GO) test -count=1 -v -timeout 30m $(FAULT_PKGS)
+
+## test-report: run the suites and write docs/test-results.md
+test-report: tools
+	{ $(GO) test -json -count=1 -race $(RACE_PKGS); $(GO) test -json -count=1 -timeout 20m $(E2E_PKGS); \
+	  $(GO) test -json -count=1 -timeout 30m $(FAULT_PKGS); } \
+	  | $(GO) run ./cmd/testreport -commit "$$(git rev-parse --short HEAD)" -o docs/test-results.md
 
 clean:
 	rm -rf $(BIN) .data

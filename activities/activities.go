@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
 )
 
@@ -85,7 +86,8 @@ type MarkRunningResult struct {
 
 // MarkRunning records that a request starts and loads its payload.
 func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (MarkRunningResult, error) {
-	req, err := a.Store.MarkRunning(ctx, in.RequestID, a.now())
+	now := a.now()
+	req, err := a.Store.MarkRunning(ctx, in.RequestID, now)
 	if errors.Is(err, ErrNotFound) {
 		a.logger(ctx, in.RequestID, in.UserID).Warn("request missing from store; skipping")
 		return MarkRunningResult{}, nil
@@ -98,7 +100,19 @@ func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (Mark
 		return MarkRunningResult{}, temporal.NewNonRetryableApplicationError(
 			"request belongs to another user", ErrTypePermanent, nil)
 	}
+	if req.Status == models.StatusRunning && startedBy(req, now) {
+		wait := now.Sub(req.EnqueuedAt)
+		metrics.RequestStarted(req.Type, wait)
+		a.logger(ctx, in.RequestID, in.UserID).Info("request started", "type", req.Type, "queue_wait_ms", wait.Milliseconds())
+	}
 	return MarkRunningResult{Status: req.Status, Payload: json.RawMessage(req.Payload), Attempts: req.Attempts}, nil
+}
+
+// startedBy tells whether the start of req is the one recorded at now,
+// rather than an earlier one this call merely found (a retried MarkRunning),
+// so a start is counted once. MongoDB keeps milliseconds.
+func startedBy(req *models.Request, now time.Time) bool {
+	return req.StartedAt != nil && !req.StartedAt.Before(now.Truncate(time.Millisecond))
 }
 
 // RunInput is one request to execute.
@@ -147,6 +161,7 @@ func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
 	start := time.Now()
 	result, err := h.Handle(ctx, Job{ID: in.RequestID, UserID: in.UserID, Type: in.Type, Payload: in.Payload, Attempt: attempt})
 	stop()
+	metrics.RequestExecuted(in.Type, time.Since(start))
 	if err != nil {
 		log.Warn("request attempt failed", "err", err, "permanent", IsPermanent(err), "duration_ms", time.Since(start).Milliseconds())
 		if IsPermanent(err) {
@@ -205,9 +220,39 @@ func (a *Activities) Finish(ctx context.Context, in FinishInput) error {
 		return temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("finish with non-final status %q", in.Status), ErrTypePermanent, nil)
 	}
-	if err := a.Store.Finish(ctx, in.RequestID, in.Status, string(in.Result), in.Error, in.Attempts, a.now()); err != nil {
+	now := a.now()
+	if err := a.Store.Finish(ctx, in.RequestID, in.Status, string(in.Result), in.Error, in.Attempts, now); err != nil {
 		return fmt.Errorf("finish %s: %w", in.RequestID, err)
 	}
-	a.logger(ctx, in.RequestID, in.UserID).Info("request finished", "status", in.Status, "attempts", in.Attempts, "error", in.Error)
+	log := a.logger(ctx, in.RequestID, in.UserID)
+	typ, counted := a.finishedType(ctx, in, now)
+	if counted {
+		metrics.RequestFinished(typ, string(in.Status), in.Attempts)
+	}
+	log.Info("request finished", "type", typ, "status", in.Status, "attempts", in.Attempts, "error", in.Error)
 	return nil
+}
+
+// RequestReader is what Finish needs besides a Recorder to label its metrics
+// with the request's type and to count a request once however often Finish
+// is retried. A Recorder that is not one gets its finishes counted under
+// type "unknown", every call.
+type RequestReader interface {
+	Request(ctx context.Context, id string) (*models.Request, error)
+}
+
+// finishedType returns the type of the request in finished and whether this
+// call's outcome is the one recorded (a retried Finish finds the first one).
+func (a *Activities) finishedType(ctx context.Context, in FinishInput, now time.Time) (typ string, recordedNow bool) {
+	rr, ok := a.Store.(RequestReader)
+	if !ok {
+		return "unknown", true
+	}
+	req, err := rr.Request(ctx, in.RequestID)
+	if err != nil {
+		// Metrics are best effort; the outcome is recorded.
+		a.logger(ctx, in.RequestID, in.UserID).Warn("could not read the finished request for metrics", "err", err)
+		return "unknown", true
+	}
+	return req.Type, req.Status == in.Status && req.FinishedAt != nil && !req.FinishedAt.Before(now.Truncate(time.Millisecond))
 }

@@ -90,7 +90,7 @@ func (s *server) handleAdminListSessions() gin.HandlerFunc {
 			}
 			f.Paused = &b
 		}
-		limit, err := pageLimit(c)
+		limit, err := s.listLimit(c)
 		if err != nil {
 			fail(c, err)
 			return
@@ -119,19 +119,6 @@ func optional(s string) *string {
 		return nil
 	}
 	return &s
-}
-
-// pageLimit reads ?limit= (1..maxPageSize, default defaultPageSize).
-func pageLimit(c *gin.Context) (int, error) {
-	v := c.Query("limit")
-	if v == "" {
-		return defaultPageSize, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > maxPageSize {
-		return 0, errBadRequest("invalid_limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize))
-	}
-	return n, nil
 }
 
 func (s *server) handleAdminShowSession() gin.HandlerFunc {
@@ -335,7 +322,7 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 
 func (s *server) handleAdminListUsers() gin.HandlerFunc {
 	return func(c *gin.Context) {
-		limit, err := pageLimit(c)
+		limit, err := s.listLimit(c)
 		if err != nil {
 			fail(c, err)
 			return

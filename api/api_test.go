@@ -67,15 +67,24 @@ type fixture struct {
 	sessions *fakeSessions
 	token    string
 	userID   string
+	tokens   *auth.Tokens
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
+
+// newFixtureWith is newFixture with the Config edited by edit first.
+func newFixtureWith(t *testing.T, edit func(*Config)) *fixture {
 	st := storetest.New(t)
 	reg := activities.NewRegistry()
 	reg.Register("echo", activities.Echo{})
 	tokens := &auth.Tokens{Key: []byte("0123456789abcdef0123456789abcdef"), Issuer: "i", Audience: "a", TTL: time.Minute}
 	f := &fixture{t: t, st: st, sessions: &fakeSessions{}}
-	h, err := NewServer(Config{Tokens: tokens, Types: reg}, st, f.sessions)
+	cfg := Config{Tokens: tokens, Types: reg}
+	if edit != nil {
+		edit(&cfg)
+	}
+	f.tokens = cfg.Tokens
+	h, err := NewServer(cfg, st, f.sessions)
 	if err != nil {
 		t.Fatal(err)
 	}

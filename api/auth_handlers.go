@@ -31,10 +31,17 @@ type tokenPair struct {
 	RefreshToken string `json:"refresh_token"`
 }
 
+// maxRefreshTokenLen is far above the 43 characters of the refresh tokens
+// the store issues; anything longer is refused without a lookup.
+const maxRefreshTokenLen = 256
+
 var errBadCredentials = errUnauthorized("email or password is wrong")
 
 func (s *server) handleRegister() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.authRateLimited(c) {
+			return
+		}
 		var in credentials
 		if err := decodeJSON(c, &in); err != nil {
 			fail(c, err)
@@ -71,12 +78,28 @@ func (s *server) handleRegister() gin.HandlerFunc {
 
 func (s *server) handleLogin() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.authRateLimited(c) {
+			return
+		}
 		var in credentials
 		if err := decodeJSON(c, &in); err != nil {
 			fail(c, err)
 			return
 		}
 		email, emailErr := auth.NormalizeEmail(in.Email)
+		// The lockout counts this attempt as failed until the password
+		// checks out; it is keyed the same way for accounts that do not
+		// exist, so a 429 reveals nothing either.
+		account := email
+		if emailErr != nil {
+			account = "(invalid email)" // bounded key size; no account has one
+		}
+		lockKey := loginKey(account, c.ClientIP())
+		if wait := s.logins.begin(lockKey, s.cfg.Now()); wait > 0 {
+			s.log.Warn("login locked out", "client_ip", c.ClientIP(), "retry_after_s", int(wait.Seconds()))
+			tooMany(c, "login_locked", "too many failed logins for this account from your address; try again later", wait)
+			return
+		}
 		ctx, cancel := backendCtx(c)
 		defer cancel()
 		var u *models.User
@@ -85,6 +108,7 @@ func (s *server) handleLogin() gin.HandlerFunc {
 			u, err = s.store.Users.ByEmail(ctx, email)
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) && emailErr == nil {
+			s.logins.cancel(lockKey) // a backend failure is not a failed guess
 			fail(c, fmt.Errorf("load user: %w", err))
 			return
 		}
@@ -97,6 +121,7 @@ func (s *server) handleLogin() gin.HandlerFunc {
 		}
 		ok, err := auth.CheckPassword(u.PasswordHash, in.Password)
 		if err != nil {
+			s.logins.cancel(lockKey)
 			fail(c, fmt.Errorf("check password: %w", err))
 			return
 		}
@@ -105,6 +130,7 @@ func (s *server) handleLogin() gin.HandlerFunc {
 			fail(c, errBadCredentials)
 			return
 		}
+		s.logins.succeed(lockKey)
 		pair, err := s.issuePair(ctx, u, "")
 		if err != nil {
 			fail(c, err)
@@ -130,6 +156,9 @@ func (s *server) issuePair(ctx context.Context, u *models.User, family string) (
 
 func (s *server) handleRefresh() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.authRateLimited(c) {
+			return
+		}
 		var in struct {
 			RefreshToken string `json:"refresh_token"`
 		}
@@ -137,8 +166,13 @@ func (s *server) handleRefresh() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		if in.RefreshToken == "" || len(in.RefreshToken) > 256 {
+		if in.RefreshToken == "" {
 			fail(c, errBadRequest("invalid_refresh_token", "refresh_token is required"))
+			return
+		}
+		if len(in.RefreshToken) > maxRefreshTokenLen {
+			// Not one of ours (an access token, say); no need to look.
+			fail(c, errUnauthorized("invalid or expired refresh token"))
 			return
 		}
 		ctx, cancel := backendCtx(c)

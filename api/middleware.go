@@ -66,16 +66,26 @@ func (s *server) accessLog() gin.HandlerFunc {
 	}
 }
 
-// limitBody caps every request body at MaxBodyBytes.
+// limitBody caps every request body at MaxBodyBytes and its JSON nesting
+// at MaxJSONDepth, whichever route reads it.
 func (s *server) limitBody() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if c.Request.ContentLength > s.cfg.MaxBodyBytes {
 			fail(c, errTooLarge(s.cfg.MaxBodyBytes))
 			return
 		}
-		c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
+		c.Request.Body = limitedBody{
+			Reader: newDepthLimitReader(http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes), s.cfg.MaxJSONDepth),
+			Closer: c.Request.Body,
+		}
 		c.Next()
 	}
+}
+
+// limitedBody reads through the limits and closes the original body.
+type limitedBody struct {
+	io.Reader
+	io.Closer
 }
 
 func errTooLarge(limit int64) apiError {
@@ -112,12 +122,14 @@ func (s *server) authenticate(c *gin.Context) bool {
 	u, err := s.store.Users.ByID(ctx, claims.Subject)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
 		fail(c, errUnauthorized("invalid or expired access token"))
 		return false
 	case err != nil:
 		fail(c, fmt.Errorf("load user: %w", err))
 		return false
 	case u.Disabled:
+		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
 		fail(c, errUnauthorized("account disabled"))
 		return false
 	}
@@ -144,15 +156,25 @@ func bearerToken(header string) (string, error) {
 // decodeJSON reads exactly one JSON object into v, rejecting unknown fields
 // (so a client can never set a field it does not own) and trailing data.
 func decodeJSON(c *gin.Context, v any) error {
-	body, err := io.ReadAll(c.Request.Body)
+	return decodeJSONFrom(c.Request.Body, v)
+}
+
+// decodeJSONFrom is decodeJSON over any reader; the limits of limitBody
+// surface here as their read errors.
+func decodeJSONFrom(r io.Reader, v any) error {
+	body, err := io.ReadAll(r)
 	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
+	var tooDeep errTooDeep
+	switch {
+	case errors.As(err, &tooLarge):
 		return errTooLarge(tooLarge.Limit)
-	}
-	if err != nil {
+	case errors.As(err, &tooDeep):
+		return tooDeep.apiError()
+	case err != nil:
 		return errBadRequest("bad_body", "could not read request body")
 	}
-	if len(bytes.TrimSpace(body)) == 0 {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
 		return errBadRequest("bad_json", "request body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
@@ -160,7 +182,9 @@ func decodeJSON(c *gin.Context, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return errBadRequest("bad_json", "malformed JSON: "+err.Error())
 	}
-	if dec.More() {
+	// Anything but the end after the object (even a stray "}", which
+	// dec.More would miss) is a second value or garbage.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return errBadRequest("bad_json", "request body must hold exactly one JSON object")
 	}
 	return nil

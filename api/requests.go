@@ -15,11 +15,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store"
 )
 
-// Limits of the request routes.
+// Limits of the request routes. The page size limit is configurable
+// (Config.MaxPageSize); maxPageSize is its default.
 const (
 	maxTypeLen        = 64
 	maxIdempotencyKey = 255
@@ -72,7 +74,12 @@ func rawOrNull(s string) json.RawMessage {
 
 // idempotencyKey reads and checks the Idempotency-Key header.
 func idempotencyKey(c *gin.Context) (string, error) {
-	key := c.GetHeader("Idempotency-Key")
+	return parseIdempotencyKey(c.GetHeader("Idempotency-Key"))
+}
+
+// parseIdempotencyKey checks an Idempotency-Key value: "" (none) or 1 to
+// maxIdempotencyKey printable ASCII characters without spaces.
+func parseIdempotencyKey(key string) (string, error) {
 	if key == "" {
 		return "", nil
 	}
@@ -99,6 +106,10 @@ func (s *server) validate(it submitItem) (string, error) {
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, payload); err != nil {
 		return "", errBadRequest("invalid_payload", "payload is not valid JSON")
+	}
+	if buf.Len() > s.cfg.MaxPayloadBytes {
+		return "", apiError{http.StatusRequestEntityTooLarge, "payload_too_large",
+			fmt.Sprintf("payload is larger than %d bytes", s.cfg.MaxPayloadBytes)}
 	}
 	if err := s.cfg.Types.Validate(it.Type, buf.Bytes()); errors.Is(err, activities.ErrUnknownType) {
 		return "", errBadRequest("unknown_type", err.Error())
@@ -257,6 +268,9 @@ func prefixError(err error, prefix string) error {
 
 func (s *server) handleSubmit() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.submitRateLimited(c) {
+			return
+		}
 		var in submitItem
 		if err := decodeJSON(c, &in); err != nil {
 			fail(c, err)
@@ -278,6 +292,9 @@ func (s *server) handleSubmit() gin.HandlerFunc {
 
 func (s *server) handleSubmitBatch() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.submitRateLimited(c) {
+			return
+		}
 		var in struct {
 			Requests []submitItem `json:"requests"`
 		}
@@ -350,14 +367,10 @@ func (s *server) handleListRequests() gin.HandlerFunc {
 			fail(c, errBadRequest("invalid_status", "status must be one of queued, running, succeeded, failed, cancelled"))
 			return
 		}
-		limit := defaultPageSize
-		if v := c.Query("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > maxPageSize {
-				fail(c, errBadRequest("invalid_limit", fmt.Sprintf("limit must be 1 to %d", maxPageSize)))
-				return
-			}
-			limit = n
+		limit, err := s.listLimit(c)
+		if err != nil {
+			fail(c, err)
+			return
 		}
 		before, err := decodeCursor(c.Query("cursor"))
 		if err != nil {
@@ -382,6 +395,20 @@ func (s *server) handleListRequests() gin.HandlerFunc {
 		}
 		c.JSON(http.StatusOK, gin.H{"requests": out, "next_cursor": next})
 	}
+}
+
+// listLimit reads ?limit=: 1 to MaxPageSize, default defaultPageSize (or
+// MaxPageSize when that is smaller).
+func (s *server) listLimit(c *gin.Context) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return min(defaultPageSize, s.cfg.MaxPageSize), nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > s.cfg.MaxPageSize {
+		return 0, errBadRequest("invalid_limit", fmt.Sprintf("limit must be 1 to %d", s.cfg.MaxPageSize))
+	}
+	return n, nil
 }
 
 // Cursors are opaque to clients: the last request ID of a page, encoded.
@@ -427,6 +454,7 @@ func (s *server) cancelQueued(ctx context.Context, userID, id string) (*models.R
 	case err != nil:
 		return nil, fmt.Errorf("cancel request: %w", err)
 	}
+	metrics.RequestCancelled(r.Type)
 	// MongoDB now says cancelled, which the session checks before it starts
 	// a request; the signal only tidies its queue.
 	if err := s.sessions.Cancel(ctx, userID, r.ID); err != nil {

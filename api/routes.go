@@ -4,7 +4,7 @@ import "github.com/gin-gonic/gin"
 
 // routes registers every route of the API.
 func (s *server) routes(r *gin.Engine) {
-	r.Use(s.recoverJSON(), s.accessLog(), s.limitBody())
+	r.Use(measure(), s.recoverJSON(), s.accessLog(), s.limitBody())
 	// Under /v1/admin even a route that does not exist answers 401/403
 	// before 404/405, so a non-admin learns nothing about the admin API.
 	r.NoRoute(s.guardAdminPaths(), func(c *gin.Context) { fail(c, errNotFound("no such route")) })
@@ -15,6 +15,7 @@ func (s *server) routes(r *gin.Engine) {
 	r.GET("/healthz", s.handleHealthz())
 	r.GET("/readyz", s.handleReadyz())
 	r.GET("/openapi.yaml", s.handleOpenAPI())
+	r.GET("/metrics", handleMetrics())
 
 	v1 := r.Group("/v1")
 	v1.POST("/auth/register", s.handleRegister())

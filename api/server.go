@@ -59,6 +59,31 @@ type Config struct {
 	MaxBatch int
 	// QueueFullRetryAfter is the Retry-After sent with a full queue's 429.
 	QueueFullRetryAfter time.Duration
+	// MaxJSONDepth bounds how deeply a body's arrays and objects nest (400
+	// too_deep beyond); the payload of a submission sits one level down,
+	// of a batch item three.
+	MaxJSONDepth int
+	// MaxPayloadBytes bounds one request's payload, compacted (413 beyond).
+	MaxPayloadBytes int
+	// MaxPageSize bounds ?limit= of list routes.
+	MaxPageSize int
+	// SubmitRate and SubmitBurst are each user's token bucket for
+	// submission calls (single or batch): SubmitBurst at once, then
+	// SubmitRate per second (429 with Retry-After beyond).
+	SubmitRate  float64
+	SubmitBurst int
+	// AuthRate and AuthBurst are each client network's token bucket for
+	// register, login and refresh: AuthBurst at once, then AuthRate per
+	// minute. A client network is an IPv4 address or an IPv6 /64.
+	AuthRate  float64
+	AuthBurst int
+	// LoginLockoutThreshold failed logins of one account from one client
+	// network lock that pair out for LoginLockoutBase; every further
+	// failure doubles the lock, up to LoginLockoutMax (429 with
+	// Retry-After while locked).
+	LoginLockoutThreshold int
+	LoginLockoutBase      time.Duration
+	LoginLockoutMax       time.Duration
 	// TrustedProxies may set X-Forwarded-For; nil trusts none, so the
 	// client IP is the peer address.
 	TrustedProxies []string
@@ -73,11 +98,21 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultRefreshTTL          = 30 * 24 * time.Hour
-	DefaultMaxBodyBytes        = 256 << 10
-	DefaultMaxQueue            = 1000
-	DefaultMaxBatch            = 100
-	DefaultQueueFullRetryAfter = 5 * time.Second
+	DefaultRefreshTTL            = 30 * 24 * time.Hour
+	DefaultMaxBodyBytes          = 256 << 10
+	DefaultMaxQueue              = 1000
+	DefaultMaxBatch              = 100
+	DefaultQueueFullRetryAfter   = 5 * time.Second
+	DefaultMaxJSONDepth          = 32
+	DefaultMaxPayloadBytes       = 64 << 10
+	DefaultMaxPageSize           = maxPageSize
+	DefaultSubmitRate            = 50
+	DefaultSubmitBurst           = 100
+	DefaultAuthRate              = 60
+	DefaultAuthBurst             = 120
+	DefaultLoginLockoutThreshold = 5
+	DefaultLoginLockoutBase      = 30 * time.Second
+	DefaultLoginLockoutMax       = 15 * time.Minute
 	// backendTimeout bounds the MongoDB and Temporal calls of one API call.
 	backendTimeout = 10 * time.Second
 )
@@ -98,6 +133,37 @@ func (c Config) withDefaults() Config {
 	if c.QueueFullRetryAfter <= 0 {
 		c.QueueFullRetryAfter = DefaultQueueFullRetryAfter
 	}
+	if c.MaxJSONDepth <= 0 {
+		c.MaxJSONDepth = DefaultMaxJSONDepth
+	}
+	if c.MaxPayloadBytes <= 0 {
+		c.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if c.MaxPageSize <= 0 {
+		c.MaxPageSize = DefaultMaxPageSize
+	}
+	if c.SubmitRate <= 0 {
+		c.SubmitRate = DefaultSubmitRate
+	}
+	if c.SubmitBurst <= 0 {
+		c.SubmitBurst = DefaultSubmitBurst
+	}
+	if c.AuthRate <= 0 {
+		c.AuthRate = DefaultAuthRate
+	}
+	if c.AuthBurst <= 0 {
+		c.AuthBurst = DefaultAuthBurst
+	}
+	if c.LoginLockoutThreshold <= 0 {
+		c.LoginLockoutThreshold = DefaultLoginLockoutThreshold
+	}
+	if c.LoginLockoutBase <= 0 {
+		c.LoginLockoutBase = DefaultLoginLockoutBase
+	}
+	if c.LoginLockoutMax <= 0 {
+		c.LoginLockoutMax = DefaultLoginLockoutMax
+	}
+	c.LoginLockoutMax = max(c.LoginLockoutMax, c.LoginLockoutBase)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -113,6 +179,10 @@ type server struct {
 	store    *store.Store
 	sessions Sessions
 	log      *slog.Logger
+
+	submitLimit *buckets  // per user
+	authLimit   *buckets  // per client network
+	logins      *lockouts // per account and client network
 }
 
 // NewServer returns the API's http.Handler.
@@ -130,7 +200,12 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("api: trusted proxies: %w", err)
 	}
-	s := &server{cfg: cfg, store: st, sessions: sessions, log: cfg.Logger}
+	s := &server{
+		cfg: cfg, store: st, sessions: sessions, log: cfg.Logger,
+		submitLimit: newBuckets(cfg.SubmitRate, cfg.SubmitBurst),
+		authLimit:   newBuckets(cfg.AuthRate/60, cfg.AuthBurst),
+		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
+	}
 	s.routes(r)
 	return r, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/workflows"
 )
 
@@ -55,6 +56,18 @@ type Config struct {
 	MaxQueue       int      // TURNSTILE_MAX_QUEUE, default 1000 per user
 	MaxBatch       int      // TURNSTILE_MAX_BATCH, default 100
 	TrustedProxies []string // TURNSTILE_TRUSTED_PROXIES: CIDRs or IPs, default none
+
+	MaxJSONDepth    int // TURNSTILE_MAX_JSON_DEPTH, default 32 levels of nesting in a body
+	MaxPayloadBytes int // TURNSTILE_MAX_PAYLOAD_BYTES, default 65536 per request payload
+	MaxPageSize     int // TURNSTILE_MAX_PAGE_SIZE, default 100 (at most store.MaxListLimit)
+	SubmitRate      int // TURNSTILE_SUBMIT_RATE, default 50 submission calls per second per user
+	SubmitBurst     int // TURNSTILE_SUBMIT_BURST, default 100 calls at once per user
+	AuthRate        int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP
+	AuthBurst       int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP
+
+	LoginLockoutThreshold int           // TURNSTILE_LOGIN_LOCKOUT_THRESHOLD, default 5 failures per account and client IP
+	LoginLockoutBase      time.Duration // TURNSTILE_LOGIN_LOCKOUT_BASE, default 30s, doubling per further failure
+	LoginLockoutMax       time.Duration // TURNSTILE_LOGIN_LOCKOUT_MAX, default 15m
 
 	Session workflows.Config // TURNSTILE_IDLE_TIMEOUT, TURNSTILE_MAX_ATTEMPTS, TURNSTILE_EXEC_TIMEOUT, TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX
 
@@ -136,10 +149,22 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MaxBodyBytes:    int64(num("TURNSTILE_MAX_BODY_BYTES", api.DefaultMaxBodyBytes)),
 		MaxQueue:        num("TURNSTILE_MAX_QUEUE", api.DefaultMaxQueue),
 		MaxBatch:        num("TURNSTILE_MAX_BATCH", api.DefaultMaxBatch),
-		DataDir:         get("TURNSTILE_DATA_DIR", ".data"),
-		FaultPoint:      get("TURNSTILE_FAULT_POINT", ""),
-		MetricsAddr:     get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
-		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
+		MaxJSONDepth:    num("TURNSTILE_MAX_JSON_DEPTH", api.DefaultMaxJSONDepth),
+		MaxPayloadBytes: num("TURNSTILE_MAX_PAYLOAD_BYTES", api.DefaultMaxPayloadBytes),
+		MaxPageSize:     num("TURNSTILE_MAX_PAGE_SIZE", api.DefaultMaxPageSize),
+		SubmitRate:      num("TURNSTILE_SUBMIT_RATE", api.DefaultSubmitRate),
+		SubmitBurst:     num("TURNSTILE_SUBMIT_BURST", api.DefaultSubmitBurst),
+		AuthRate:        num("TURNSTILE_AUTH_RATE", api.DefaultAuthRate),
+		AuthBurst:       num("TURNSTILE_AUTH_BURST", api.DefaultAuthBurst),
+
+		LoginLockoutThreshold: num("TURNSTILE_LOGIN_LOCKOUT_THRESHOLD", api.DefaultLoginLockoutThreshold),
+		LoginLockoutBase:      dur("TURNSTILE_LOGIN_LOCKOUT_BASE", api.DefaultLoginLockoutBase),
+		LoginLockoutMax:       dur("TURNSTILE_LOGIN_LOCKOUT_MAX", api.DefaultLoginLockoutMax),
+
+		DataDir:        get("TURNSTILE_DATA_DIR", ".data"),
+		FaultPoint:     get("TURNSTILE_FAULT_POINT", ""),
+		MetricsAddr:    get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
+		StartupTimeout: dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
 		Session: workflows.Config{
 			IdleTimeout:  dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
 			MaxAttempts:  int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),
@@ -163,6 +188,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterInsert {
 		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterInsert))
+	}
+	if c.MaxPageSize > store.MaxListLimit {
+		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_PAGE_SIZE=%d: at most %d", c.MaxPageSize, store.MaxListLimit))
+	}
+	if c.LoginLockoutBase > c.LoginLockoutMax {
+		errs = append(errs, fmt.Errorf("TURNSTILE_LOGIN_LOCKOUT_BASE=%v is longer than TURNSTILE_LOGIN_LOCKOUT_MAX=%v", c.LoginLockoutBase, c.LoginLockoutMax))
 	}
 	if c.Env != EnvDevelopment && c.Env != EnvProduction {
 		errs = append(errs, fmt.Errorf("TURNSTILE_ENV=%q: want development or production", c.Env))

@@ -51,6 +51,16 @@ func TestFromEnvDefaults(t *testing.T) {
 		{"LogLevel", c.LogLevel, slog.LevelInfo},
 		{"DataDir", c.DataDir, ".data"},
 		{"StartupTimeout", c.StartupTimeout, time.Minute},
+		{"MaxJSONDepth", c.MaxJSONDepth, 32},
+		{"MaxPayloadBytes", c.MaxPayloadBytes, 65536},
+		{"MaxPageSize", c.MaxPageSize, 100},
+		{"SubmitRate", c.SubmitRate, 50},
+		{"SubmitBurst", c.SubmitBurst, 100},
+		{"AuthRate", c.AuthRate, 60},
+		{"AuthBurst", c.AuthBurst, 120},
+		{"LoginLockoutThreshold", c.LoginLockoutThreshold, 5},
+		{"LoginLockoutBase", c.LoginLockoutBase, 30 * time.Second},
+		{"LoginLockoutMax", c.LoginLockoutMax, 15 * time.Minute},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, tc.got, tc.want)
@@ -124,6 +134,18 @@ func TestFromEnvMalformedValuesNameTheVariable(t *testing.T) {
 		{"TURNSTILE_ENV", "Production"},
 		{"TURNSTILE_HTTP_ALLOWLIST", "example.com"},
 		{"TURNSTILE_HTTP_ALLOWLIST", "127.0.0.1:80,:443"},
+		{"TURNSTILE_MAX_JSON_DEPTH", "0"},
+		{"TURNSTILE_MAX_PAYLOAD_BYTES", "64k"},
+		{"TURNSTILE_MAX_PAGE_SIZE", "1001"}, // over store.MaxListLimit
+		{"TURNSTILE_MAX_PAGE_SIZE", "-1"},
+		{"TURNSTILE_SUBMIT_RATE", "0.5"},
+		{"TURNSTILE_SUBMIT_BURST", "0"},
+		{"TURNSTILE_AUTH_RATE", "fast"},
+		{"TURNSTILE_AUTH_BURST", "-2"},
+		{"TURNSTILE_LOGIN_LOCKOUT_THRESHOLD", "0"},
+		{"TURNSTILE_LOGIN_LOCKOUT_BASE", "30"},
+		{"TURNSTILE_LOGIN_LOCKOUT_MAX", "-1m"},
+		{"TURNSTILE_LOGIN_LOCKOUT_BASE", "1h"}, // longer than the 15m max
 	} {
 		_, err := FromEnv(envOf(map[string]string{tc.key: tc.value}))
 		if err == nil {
@@ -295,5 +317,31 @@ func TestEnsureJWTKeyNeverGeneratesInProduction(t *testing.T) {
 	}
 	if err := c.Validate(); err == nil {
 		t.Error("production without a key validates after EnsureJWTKey")
+	}
+}
+
+func TestFromEnvReadsSecurityLimits(t *testing.T) {
+	c, err := FromEnv(envOf(map[string]string{
+		"TURNSTILE_MAX_JSON_DEPTH":          "8",
+		"TURNSTILE_MAX_PAYLOAD_BYTES":       "1024",
+		"TURNSTILE_MAX_PAGE_SIZE":           "1000",
+		"TURNSTILE_SUBMIT_RATE":             "3",
+		"TURNSTILE_SUBMIT_BURST":            "9",
+		"TURNSTILE_AUTH_RATE":               "10",
+		"TURNSTILE_AUTH_BURST":              "20",
+		"TURNSTILE_LOGIN_LOCKOUT_THRESHOLD": "4",
+		"TURNSTILE_LOGIN_LOCKOUT_BASE":      "2s",
+		"TURNSTILE_LOGIN_LOCKOUT_MAX":       "1h",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.MaxJSONDepth, c.MaxPayloadBytes, c.MaxPageSize, c.SubmitRate, c.SubmitBurst, c.AuthRate, c.AuthBurst,
+		c.LoginLockoutThreshold, c.LoginLockoutBase, c.LoginLockoutMax}
+	want := []any{8, 1024, 1000, 3, 9, 10, 20, 4, 2 * time.Second, time.Hour}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("field %d = %v, want %v", i, got[i], want[i])
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -17,6 +18,8 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/metrics"
+	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/worker"
@@ -78,7 +81,10 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Backends, erro
 		c, err := client.DialContext(ctx, client.Options{
 			HostPort:  cfg.TemporalAddress,
 			Namespace: cfg.Namespace,
-			Logger:    sdklog.NewStructuredLogger(log.With("component", "temporal-sdk")),
+			Logger:    sdklog.NewStructuredLogger(slog.New(sdkKeys{log.Handler()}).With("component", "temporal-sdk")),
+			// The SDK's own metrics (task latencies, polls, RPCs) go to
+			// the same registry as Turnstile's.
+			MetricsHandler: metrics.TemporalHandler(),
 		})
 		if err != nil {
 			return err
@@ -117,21 +123,36 @@ func Registry(cfg Config) *activities.Registry {
 	return r
 }
 
-// NewAPIServer returns the API's http.Server (not yet serving).
+// NewAPIServer returns the API's http.Server (not yet serving). Its
+// /metrics reports the open sessions too.
 func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, error) {
+	sessions := starter.New(b.Temporal, cfg.Session)
+	metrics.CountSessionsWith(func(ctx context.Context) (int64, error) {
+		return sessions.CountSessions(ctx, starter.SessionFilter{State: "open"})
+	})
 	h, err := api.NewServer(api.Config{
 		Tokens: &auth.Tokens{
 			Key: cfg.JWTKey, Issuer: cfg.JWTIssuer, Audience: cfg.JWTAudience, TTL: cfg.AccessTTL,
 		},
-		RefreshTTL:     cfg.RefreshTTL,
-		Types:          Registry(cfg),
-		Logger:         log,
-		MaxBodyBytes:   cfg.MaxBodyBytes,
-		MaxQueue:       cfg.MaxQueue,
-		MaxBatch:       cfg.MaxBatch,
-		TrustedProxies: cfg.TrustedProxies,
-		AfterInsert:    faultHook(cfg, log),
-	}, b.Store, starter.New(b.Temporal, cfg.Session))
+		RefreshTTL:            cfg.RefreshTTL,
+		Types:                 Registry(cfg),
+		Logger:                log,
+		MaxBodyBytes:          cfg.MaxBodyBytes,
+		MaxQueue:              cfg.MaxQueue,
+		MaxBatch:              cfg.MaxBatch,
+		TrustedProxies:        cfg.TrustedProxies,
+		MaxJSONDepth:          cfg.MaxJSONDepth,
+		MaxPayloadBytes:       cfg.MaxPayloadBytes,
+		MaxPageSize:           cfg.MaxPageSize,
+		SubmitRate:            float64(cfg.SubmitRate),
+		SubmitBurst:           cfg.SubmitBurst,
+		AuthRate:              float64(cfg.AuthRate),
+		AuthBurst:             cfg.AuthBurst,
+		LoginLockoutThreshold: cfg.LoginLockoutThreshold,
+		LoginLockoutBase:      cfg.LoginLockoutBase,
+		LoginLockoutMax:       cfg.LoginLockoutMax,
+		AfterInsert:           faultHook(cfg, log),
+	}, b.Store, api.CountSubmissions(sessions))
 	if err != nil {
 		return nil, err
 	}
@@ -200,4 +221,70 @@ func RunWorker(ctx context.Context, w sdkworker.Worker) error {
 	<-ctx.Done()
 	w.Stop()
 	return nil
+}
+
+// MetricsOff is the TURNSTILE_METRICS_ADDR that turns the worker's metrics
+// server off.
+const MetricsOff = "off"
+
+// NewMetricsServer returns an http.Server (not yet serving) with the
+// process's Prometheus metrics on /metrics, for a worker, which has no API to
+// serve them on.
+func NewMetricsServer(addr string, log *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler())
+	return &http.Server{
+		Addr:              addr,
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// sdkKeys renames the attributes the Temporal SDK's loggers add to the keys
+// Turnstile's own lines use (WorkflowID → workflow_id, …), and adds user_id
+// to lines of a session workflow, whose ID holds it, so every line of a
+// request's life can be found by the same keys.
+type sdkKeys struct{ slog.Handler }
+
+var sdkKeyNames = map[string]string{
+	"WorkflowID": "workflow_id", "RunID": "run_id", "WorkflowType": "workflow_type",
+	"ActivityID": "activity_id", "ActivityType": "activity", "Attempt": "attempt",
+	"Namespace": "namespace", "TaskQueue": "task_queue", "WorkerID": "worker_id",
+}
+
+// sessionPrefix starts every session workflow's ID; the rest is the user ID.
+var sessionPrefix = models.SessionWorkflowID("")
+
+func (h sdkKeys) rename(attrs []slog.Attr) []slog.Attr {
+	out := make([]slog.Attr, 0, len(attrs)+1)
+	for _, a := range attrs {
+		if k, ok := sdkKeyNames[a.Key]; ok {
+			a.Key = k
+		}
+		out = append(out, a)
+		if a.Key == "workflow_id" {
+			if user, ok := strings.CutPrefix(a.Value.String(), sessionPrefix); ok && user != "" {
+				out = append(out, slog.String("user_id", user))
+			}
+		}
+	}
+	return out
+}
+
+func (h sdkKeys) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return sdkKeys{h.Handler.WithAttrs(h.rename(attrs))}
+}
+
+func (h sdkKeys) WithGroup(name string) slog.Handler { return sdkKeys{h.Handler.WithGroup(name)} }
+
+func (h sdkKeys) Handle(ctx context.Context, r slog.Record) error {
+	attrs := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool { attrs = append(attrs, a); return true })
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out.AddAttrs(h.rename(attrs)...)
+	return h.Handler.Handle(ctx, out)
 }

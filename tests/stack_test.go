@@ -31,6 +31,8 @@ type stack struct {
 	temporal *devserver.Temporal
 	mongo    *devserver.Mongo
 	sink     *sink
+	// logs holds every line the services logged at info and above.
+	logs *logCapture
 }
 
 var shared *stack
@@ -86,6 +88,11 @@ func runWithStack(m *testing.M) (int, error) {
 		RetryInitial: 50 * time.Millisecond,
 		RetryMax:     100 * time.Millisecond,
 	}
+	// The services log to stderr as before and, at info, to a capture the
+	// tests read; the embedded servers' own chatter stays out of it.
+	logs := &logCapture{}
+	log = slog.New(slog.NewMultiHandler(log.Handler(),
+		slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})))
 	b, err := app.Connect(ctx, cfg, log)
 	if err != nil {
 		return 0, err
@@ -106,7 +113,7 @@ func runWithStack(m *testing.M) (int, error) {
 	}
 	defer w.Stop()
 
-	shared = &stack{base: "http://" + ln.Addr().String(), cfg: cfg, backends: b, temporal: temporal, mongo: mongo, sink: sk}
+	shared = &stack{base: "http://" + ln.Addr().String(), cfg: cfg, backends: b, temporal: temporal, mongo: mongo, sink: sk, logs: logs}
 	return m.Run(), nil
 }
 

@@ -54,10 +54,7 @@ type Recorder struct{ Requests *store.Requests }
 
 // MarkRunning implements activities.Recorder.
 func (r Recorder) MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error) {
-	if _, err := r.Requests.MarkRunning(ctx, id, now); err != nil {
-		return nil, mapNotFound(err)
-	}
-	req, err := r.Requests.Get(ctx, "", id)
+	req, err := r.Requests.MarkRunning(ctx, id, now)
 	return req, mapNotFound(err)
 }
 
@@ -69,6 +66,12 @@ func (r Recorder) SetAttempts(ctx context.Context, id string, attempts int) erro
 // Finish implements activities.Recorder.
 func (r Recorder) Finish(ctx context.Context, id string, status models.Status, result, errMsg string, attempts int, now time.Time) error {
 	return mapNotFound(r.Requests.Finish(ctx, id, status, result, errMsg, attempts, now))
+}
+
+// Request implements activities.RequestReader.
+func (r Recorder) Request(ctx context.Context, id string) (*models.Request, error) {
+	req, err := r.Requests.Get(ctx, "", id)
+	return req, mapNotFound(err)
 }
 
 func mapNotFound(err error) error {

@@ -179,6 +179,15 @@ func runDev(ctx context.Context, cfg app.Config, args []string, getenv func(stri
 			}
 			stops = append(stops, func() error { w.Stop(); return nil })
 			line("  Worker       task queue %q", models.TaskQueue)
+			if !want["api"] {
+				// Alone, the worker serves its metrics itself; beside the
+				// API they are on the API's /metrics.
+				stopMetrics, err := startMetrics(ctx, cfg.MetricsAddr, log.With("service", "worker"))
+				if err != nil {
+					return err
+				}
+				stops = append(stops, func() error { stopMetrics(); return nil })
+			}
 		}
 		if want["api"] {
 			srv, err := app.NewAPIServer(cfg, b, log.With("service", "api"))

@@ -101,6 +101,34 @@ func runWorker(ctx context.Context, cfg app.Config, log *slog.Logger) error {
 		return err
 	}
 	defer b.Close()
+	stopMetrics, err := startMetrics(ctx, cfg.MetricsAddr, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	log.Info("worker starting", "temporal", cfg.TemporalAddress, "namespace", cfg.Namespace)
 	return app.RunWorker(ctx, app.NewWorker(cfg, b, log))
+}
+
+// startMetrics serves /metrics at addr in the background ("off" serves
+// nothing). stop shuts the server down and waits for it.
+func startMetrics(ctx context.Context, addr string, log *slog.Logger) (stop func(), err error) {
+	if addr == app.MetricsOff {
+		log.Info("metrics server off")
+		return func() {}, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen: %w", err)
+	}
+	log.Info("metrics listening", "url", "http://"+ln.Addr().String()+"/metrics")
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := app.Serve(ctx, app.NewMetricsServer(addr, log), ln); err != nil {
+			log.Warn("metrics server stopped", "error", err)
+		}
+	}()
+	return func() { cancel(); <-done }, nil
 }
