@@ -26,6 +26,11 @@ import (
 // MongoDB write and its Temporal signal.
 const FaultCrashAfterInsert = "crash-after-insert"
 
+// DefaultLocalTypes are the request types run as local activities unless
+// TURNSTILE_LOCAL_TYPES says otherwise: echo is instant and side-effect
+// free. sleep and http heartbeat, so they stay regular activities.
+const DefaultLocalTypes = "echo"
+
 // Environments.
 const (
 	EnvDevelopment = "development"
@@ -69,7 +74,12 @@ type Config struct {
 	LoginLockoutBase      time.Duration // TURNSTILE_LOGIN_LOCKOUT_BASE, default 30s, doubling per further failure
 	LoginLockoutMax       time.Duration // TURNSTILE_LOGIN_LOCKOUT_MAX, default 15m
 
-	Session workflows.Config // TURNSTILE_IDLE_TIMEOUT, TURNSTILE_MAX_ATTEMPTS, TURNSTILE_EXEC_TIMEOUT, TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX
+	// Session: TURNSTILE_IDLE_TIMEOUT, TURNSTILE_MAX_ATTEMPTS,
+	// TURNSTILE_EXEC_TIMEOUT, TURNSTILE_HEARTBEAT_TIMEOUT,
+	// TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX, TURNSTILE_LOCAL_TYPES
+	// (default "echo"; "none" runs every type as a regular activity, the
+	// naive path), TURNSTILE_LOCAL_TIMEOUT.
+	Session workflows.Config
 
 	// MetricsAddr is where a worker serves /metrics
 	// (TURNSTILE_METRICS_ADDR, default 127.0.0.1:9464; "off" disables). The
@@ -166,12 +176,23 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MetricsAddr:    get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
 		StartupTimeout: dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
 		Session: workflows.Config{
-			IdleTimeout:  dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
-			MaxAttempts:  int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),
-			ExecTimeout:  dur("TURNSTILE_EXEC_TIMEOUT", workflows.DefaultExecTimeout),
-			RetryInitial: dur("TURNSTILE_RETRY_INITIAL", workflows.DefaultRetryInitial),
-			RetryMax:     dur("TURNSTILE_RETRY_MAX", workflows.DefaultRetryMax),
+			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
+			MaxAttempts:      int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),
+			ExecTimeout:      dur("TURNSTILE_EXEC_TIMEOUT", workflows.DefaultExecTimeout),
+			RetryInitial:     dur("TURNSTILE_RETRY_INITIAL", workflows.DefaultRetryInitial),
+			RetryMax:         dur("TURNSTILE_RETRY_MAX", workflows.DefaultRetryMax),
+			HeartbeatTimeout: dur("TURNSTILE_HEARTBEAT_TIMEOUT", workflows.DefaultHeartbeatTimeout),
+			LocalTimeout:     dur("TURNSTILE_LOCAL_TIMEOUT", workflows.DefaultLocalTimeout),
 		},
+	}
+	switch v := get("TURNSTILE_LOCAL_TYPES", DefaultLocalTypes); v {
+	case "none":
+	default:
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				c.Session.LocalTypes = append(c.Session.LocalTypes, t)
+			}
+		}
 	}
 	allow, err := activities.ParseAllowlist(getenv("TURNSTILE_HTTP_ALLOWLIST"))
 	if err != nil {

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -342,6 +343,30 @@ func TestFromEnvReadsSecurityLimits(t *testing.T) {
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("field %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestFromEnvLocalTypes(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want []string
+	}{
+		{"", []string{"echo"}},
+		{"none", nil},
+		{"echo, http ,", []string{"echo", "http"}},
+	} {
+		cfg, err := FromEnv(func(k string) string {
+			if k == "TURNSTILE_LOCAL_TYPES" {
+				return tc.env
+			}
+			return ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(cfg.Session.LocalTypes) != fmt.Sprint(tc.want) {
+			t.Errorf("TURNSTILE_LOCAL_TYPES=%q: %v, want %v", tc.env, cfg.Session.LocalTypes, tc.want)
 		}
 	}
 }

@@ -87,6 +87,9 @@ func runWithStack(m *testing.M) (int, error) {
 		MaxAttempts:  3,
 		RetryInitial: 50 * time.Millisecond,
 		RetryMax:     100 * time.Millisecond,
+		// echo runs as a local activity, as by default; the rest are
+		// regular activities: the suite covers both paths.
+		LocalTypes: []string{"echo"},
 	}
 	// The services log to stderr as before and, at info, to a capture the
 	// tests read; the embedded servers' own chatter stays out of it.

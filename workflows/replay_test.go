@@ -39,7 +39,7 @@ func TestReplayDetectsAnIncompatibleChange(t *testing.T) {
 	}
 	r := worker.NewWorkflowReplayer()
 	r.RegisterWorkflowWithOptions(changed, workflow.RegisterOptions{Name: models.SessionWorkflowType})
-	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/session_v1.json"); err == nil {
+	if err := r.ReplayWorkflowHistoryFromJSONFile(nil, "testdata/session_v0_initial.json"); err == nil {
 		t.Fatal("an incompatible workflow replayed the recorded history without error")
 	}
 }
