@@ -11,7 +11,7 @@ RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./sto
 E2E_PKGS    := ./devserver/... ./docker/... ./tests
 FAULT_PKGS  := ./tests/faults/...
 
-.PHONY: run build tsctl bench tools test lint unit e2e test-faults test-report clean
+.PHONY: run build tsctl bench bench-compare tools test lint unit e2e test-faults test-report clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -36,6 +36,10 @@ bench:
 ## tools: test tools from outside Go (promtool for the deployment checks)
 tools:
 	./docker/install-promtool.sh
+
+## bench-compare: naive path vs default on two fresh single-process systems, with the ratio
+bench-compare:
+	./scripts/bench-compare.sh $(BENCH_FLAGS)
 
 ## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests, fault suite
 test: tools lint unit e2e test-faults

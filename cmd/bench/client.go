@@ -8,8 +8,13 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
+
+// throttled counts 429 answers (queue full, submission rate): a run that
+// saw many measured the limits, not the engine.
+var throttled atomic.Int64
 
 // client calls the Turnstile API.
 type client struct {
@@ -125,6 +130,7 @@ func (c *client) submit(ctx context.Context, token string, items []map[string]an
 			}
 		}
 		if e, ok := err.(*apiError); ok && e.Status == http.StatusTooManyRequests {
+			throttled.Add(1)
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()

@@ -113,6 +113,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		results = append(results, res)
 	}
 	printTable(stdout, results)
+	for _, r := range results {
+		if r.Throttled > 0 {
+			fmt.Fprintf(stderr, "bench: %s waited out %d 429 answers: raise TURNSTILE_MAX_QUEUE and TURNSTILE_SUBMIT_RATE/_BURST on the server to measure the engine rather than its limits (make bench-compare does)\n", r.Scenario.Name, r.Throttled)
+		}
+	}
 	if *jsonOut != "" {
 		data, _ := json.MarshalIndent(map[string]any{"api": *api, "run": runID, "results": results}, "", "  ")
 		if err := os.WriteFile(*jsonOut, data, 0o644); err != nil {

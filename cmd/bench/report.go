@@ -24,6 +24,7 @@ type result struct {
 	E2EP50     time.Duration     `json:"end_to_end_p50"`  // enqueued_at → finished_at
 	E2EP99     time.Duration     `json:"end_to_end_p99"`  //
 	Problems   []string          `json:"problems"`        // lost, out of order, overlapping
+	Throttled  int64             `json:"throttled"`       // 429s waited out during submission
 	RSS        map[string]string `json:"rss,omitempty"`   // pid → resident memory after the scenario
 }
 
@@ -85,17 +86,17 @@ func ms(d time.Duration) string {
 
 func printTable(w io.Writer, results []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tproblems\trss\t")
+	fmt.Fprintln(tw, "scenario\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tproblems\t429s\trss\t")
 	for _, r := range results {
 		var rss []string
 		for pid, v := range r.RSS {
 			rss = append(rss, pid+":"+v)
 		}
 		slices.Sort(rss)
-		fmt.Fprintf(tw, "%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%d\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%d\t%d\t%s\t\n",
 			r.Scenario.Name, r.Scenario.Users, r.Scenario.PerUser, r.Completed, r.SubmitRate,
 			ms(r.EnqueueP50), ms(r.EnqueueP99), ms(r.PickupP50), ms(r.PickupP99), ms(r.E2EP50), ms(r.E2EP99),
-			len(r.Problems), strings.Join(rss, " "))
+			len(r.Problems), r.Throttled, strings.Join(rss, " "))
 	}
 	tw.Flush()
 }

@@ -30,6 +30,7 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	}
 	fmt.Fprintf(progress, "   %d users ready\n", sc.Users)
 
+	throttledBefore := throttled.Load()
 	var submitted atomic.Int64
 	total := int64(sc.Users * sc.PerUser)
 	stopProgress := ticker(progress, func() string {
@@ -104,7 +105,9 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	}); err != nil {
 		return result{}, fmt.Errorf("read back: %w", err)
 	}
-	return analyse(sc, users, submitTime), nil
+	res := analyse(sc, users, submitTime)
+	res.Throttled = throttled.Load() - throttledBefore
+	return res, nil
 }
 
 func item(sc scenario, userIdx, k int) map[string]any {
