@@ -39,8 +39,24 @@ func (f *fakeSessions) Submit(_ context.Context, _ string, reqs []models.QueuedR
 	return nil
 }
 
+// QueueLength is every signalled request, as State reports them.
+func (f *fakeSessions) QueueLength(ctx context.Context, userID string) (int, error) {
+	st, err := f.State(ctx, userID)
+	return st.QueueLength, err
+}
+
+// State reports every signalled request as waiting: this fake session
+// never runs anything (one fixture serves one user).
 func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionState, error) {
-	return models.SessionState{UserID: userID, State: models.SessionClosed}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st := models.SessionState{UserID: userID, State: models.SessionClosed, Queue: []models.QueueEntry{}}
+	for i, r := range f.submitted {
+		st.State = models.SessionOpen
+		st.Queue = append(st.Queue, models.QueueEntry{ID: r.ID, Type: r.Type, Position: i + 1})
+	}
+	st.QueueLength = len(st.Queue)
+	return st, nil
 }
 func (f *fakeSessions) Close(context.Context, string) error          { return nil }
 func (f *fakeSessions) Cancel(context.Context, string, string) error { return nil }

@@ -157,11 +157,11 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 			return prev, 0, prev != nil, err
 		}
 	}
-	queued, err := s.store.Requests.CountQueued(ctx, u.ID)
+	queued, err := s.queuedCount(ctx, u.ID, len(items))
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("count queue: %w", err)
+		return nil, 0, false, err
 	}
-	if int(queued)+len(items) > s.cfg.MaxQueue {
+	if queued+len(items) > s.cfg.MaxQueue {
 		secs := int(s.cfg.QueueFullRetryAfter.Round(time.Second) / time.Second)
 		c.Header("Retry-After", strconv.Itoa(max(secs, 1)))
 		return nil, 0, false, apiError{http.StatusTooManyRequests, "queue_full",
@@ -204,7 +204,39 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 	c.Set("workflow_id", models.SessionWorkflowID(u.ID))
 	s.log.Info("requests accepted", "user_id", u.ID, "request_id", reqs[0].ID, "count", len(reqs),
 		"workflow_id", models.SessionWorkflowID(u.ID), "type", reqs[0].Type)
-	return reqs, int(queued) + 1, false, nil
+	return reqs, queued + 1, false, nil
+}
+
+// lengthTimeout bounds the queue-length look-up of the cap's fast path.
+const lengthTimeout = time.Second
+
+// workflowTaskTimeout is Temporal's default workflow task timeout, the
+// longest a session can go without recording its queue length.
+const workflowTaskTimeout = 10 * time.Second
+
+// queuedCount is how many of userID's requests wait in the queue, for the
+// cap and the position of a new submission. Counting in MongoDB is exact but
+// costs a scan of the collection on the embedded store, so while the queue
+// is far from the cap the session's QueueLength search attribute is used
+// (answered by the Temporal server alone, a millisecond or two). It counts
+// the running request too, so one is taken off for it. It lags by the
+// submissions the session has not taken in yet: at most a burst plus what
+// the per-user rate lets in during one workflow task (bounded by its 10 s
+// timeout). Unless even that lag would stay under the cap, or if Temporal
+// cannot answer, MongoDB counts.
+func (s *server) queuedCount(ctx context.Context, userID string, adding int) (int, error) {
+	qctx, cancel := context.WithTimeout(ctx, lengthTimeout)
+	recorded, err := s.sessions.QueueLength(qctx, userID)
+	cancel()
+	lag := s.cfg.SubmitBurst + int(s.cfg.SubmitRate*workflowTaskTimeout.Seconds())
+	if err == nil && recorded+adding+lag <= s.cfg.MaxQueue {
+		return max(recorded-1, 0), nil
+	}
+	n, err := s.store.Requests.CountQueued(ctx, userID)
+	if err != nil {
+		return 0, fmt.Errorf("count queue: %w", err)
+	}
+	return int(n), nil
 }
 
 // replay returns the requests of an earlier submission with the same key, or

@@ -24,6 +24,8 @@ import (
 type Sessions interface {
 	Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error
 	State(ctx context.Context, userID string) (models.SessionState, error)
+	// QueueLength is waiting + running as the session last recorded it.
+	QueueLength(ctx context.Context, userID string) (int, error)
 	Close(ctx context.Context, userID string) error
 	Cancel(ctx context.Context, userID, requestID string) error
 	Ping(ctx context.Context) error

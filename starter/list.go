@@ -3,11 +3,14 @@ package starter
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 
@@ -110,4 +113,27 @@ func statusName(s string) string {
 		return s
 	}
 	return s[:1] + strings.ToLower(s[1:])
+}
+
+// QueueLength is the user's waiting plus running requests as the session last
+// recorded them in its QueueLength search attribute; 0 when no session runs.
+// The server answers it alone (no worker involved, never blocked behind a
+// busy workflow task); it lags a burst of signals by at most one workflow
+// task.
+func (s *Starter) QueueLength(ctx context.Context, userID string) (int, error) {
+	resp, err := s.Client.DescribeWorkflowExecution(ctx, models.SessionWorkflowID(userID), "")
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("describe session of %s: %w", userID, err)
+	}
+	info := resp.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return 0, nil
+	}
+	var n int64
+	decode(info.GetSearchAttributes().GetIndexedFields()["QueueLength"], &n)
+	return int(n), nil
 }

@@ -64,6 +64,11 @@ const (
 	// failing requests.
 	recordTimeout  = 10 * time.Second
 	recordRetryMax = 30 * time.Second
+	// recordGiveUp bounds all tries of one MongoDB write together. Without it
+	// the SDK takes StartToCloseTimeout as the ScheduleToCloseTimeout of a
+	// local activity and gives up after 10 s, despite the unlimited retry
+	// policy: an accepted request would stay queued or running forever.
+	recordGiveUp = 10 * 365 * 24 * time.Hour
 )
 
 // WithDefaults returns c with zero fields set to the defaults.
@@ -411,7 +416,8 @@ func (s *session) finished(out outcome) {
 func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcome {
 	var acts *activities.Activities
 	recordCtx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: recordTimeout,
+		StartToCloseTimeout:    recordTimeout,
+		ScheduleToCloseTimeout: recordGiveUp,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:    time.Second,
 			BackoffCoefficient: 2,
