@@ -37,8 +37,6 @@ type requestDoc struct {
 
 func idemValue(userID, key string) string { return userID + "\x00" + key }
 
-// activeStatuses are the statuses a request still has work in.
-var activeStatuses = bson.A{models.StatusQueued, models.StatusRunning}
 
 // compensationTimeout bounds the clean-up after a failed insert; it runs even
 // when the caller's context is done.
