@@ -37,7 +37,6 @@ type requestDoc struct {
 
 func idemValue(userID, key string) string { return userID + "\x00" + key }
 
-
 // compensationTimeout bounds the clean-up after a failed insert; it runs even
 // when the caller's context is done.
 const compensationTimeout = 5 * time.Second
