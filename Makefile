@@ -11,7 +11,7 @@ RACE_PKGS   := ./models/... ./workflows/... ./activities/... ./starter/... ./sto
 E2E_PKGS    := ./devserver/... ./docker/... ./tests
 FAULT_PKGS  := ./tests/faults/...
 
-.PHONY: run build tsctl bench bench-compare tools test lint unit e2e test-faults test-report clean
+.PHONY: run build tsctl bench bench-compare tools test lint unit e2e test-faults fuzz vulncheck test-report clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -41,8 +41,9 @@ tools:
 bench-compare:
 	./scripts/bench-compare.sh $(BENCH_FLAGS)
 
-## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests, fault suite
-test: tools lint unit e2e test-faults
+## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests, fault suite,
+## short seeded fuzz runs, and a govulncheck report
+test: tools lint unit e2e test-faults fuzz vulncheck
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -59,6 +60,29 @@ e2e:
 ## test-faults: kill and stop Temporal, MongoDB, API and workers under load; check nothing is lost, duplicated or reordered
 test-faults:
 	$(GO) test -count=1 -v -timeout 30m $(FAULT_PKGS)
+
+## fuzz: each fuzz target for FUZZTIME on top of its seed corpus
+FUZZTIME ?= 10s
+FUZZ_TARGETS := FuzzDecodeSubmission FuzzDepthLimitReader FuzzBearerToken FuzzDecodeCursor FuzzIdempotencyKey
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+	  echo "fuzz $$f ($(FUZZTIME))"; \
+	  $(GO) test -run='^$$' -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) ./api || exit 1; \
+	done
+
+## vulncheck: govulncheck at a pinned version against a pinned copy of the Go vulnerability
+## database (built from golang.org/x/vulndb: the database host is not reachable from CI).
+## It reports; it does not fail the build, because the findings in the standard library are
+## fixed only in go1.26.9/go1.26.10, which these machines do not have (see docs/testing.md).
+VULNDB_VERSION := v0.0.0-20261105234957-e22db6528018
+GOVULNCHECK    := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+vulncheck:
+	@src=$$($(GO) mod download -json golang.org/x/vulndb@$(VULNDB_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	out=$$(mktemp -d); \
+	(cd "$$src" && GOFLAGS=-mod=mod $(GO) run ./cmd/indexdb -vulns data/osv -out "$$out") && \
+	$(GO) run $(GOVULNCHECK) -db "file://$$out" ./... ; \
+	status=$$?; rm -rf "$$out"; \
+	if [ $$status -ne 0 ]; then echo "vulncheck: govulncheck exited $$status (reported above; not gating, see docs/testing.md)"; fi
 
 ## test-report: run the suites and write docs/test-results.md
 test-report: tools
