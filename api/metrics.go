@@ -1,14 +1,12 @@
 package api
 
 import (
-	"context"
 	"net/http"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/turnstile/turnstile/metrics"
-	"github.com/turnstile/turnstile/models"
 )
 
 // unmatchedRoute labels calls to paths no route matches: the raw path would
@@ -43,22 +41,3 @@ func measure() gin.HandlerFunc {
 // handleMetrics serves the process's Prometheus metrics: the API's, and in a
 // process that also runs a worker (turnstile dev, the tests) the worker's.
 func handleMetrics() gin.HandlerFunc { return gin.WrapH(metrics.Handler()) }
-
-// CountSubmissions returns s with every request it delivers to a session
-// counted in turnstile_requests_submitted_total. Submit returns nil only once
-// Temporal has recorded the signal, which is when the API accepts (202) a
-// submission. A submission replayed by its Idempotency-Key while its
-// requests are still queued is delivered, and so counted, again.
-func CountSubmissions(s Sessions) Sessions { return countingSessions{s} }
-
-type countingSessions struct{ Sessions }
-
-func (s countingSessions) Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
-	if err := s.Sessions.Submit(ctx, userID, reqs); err != nil {
-		return err
-	}
-	for _, r := range reqs {
-		metrics.RequestsSubmitted(r.Type)
-	}
-	return nil
-}

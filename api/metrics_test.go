@@ -2,7 +2,6 @@ package api
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/metrics/metricstest"
-	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store/storetest"
 )
 
@@ -48,7 +46,7 @@ func TestMetrics_HTTPCallsAreCountedByRoutePatternNotPath(t *testing.T) {
 
 func TestMetrics_AcceptedSubmissionsAreCountedPerRequest(t *testing.T) {
 	f := newFixture(t)
-	f.h = mustServer(t, f, CountSubmissions(f.sessions), slog.New(slog.DiscardHandler))
+	f.h = mustServer(t, f, f.sessions, slog.New(slog.DiscardHandler))
 	const series = `turnstile_requests_submitted_total{type="echo"}`
 	before := metricstest.Scrape(t, f.h)[series]
 
@@ -62,8 +60,14 @@ func TestMetrics_AcceptedSubmissionsAreCountedPerRequest(t *testing.T) {
 	if w := f.do("POST", "/v1/requests", `{"type":"echo","payload":2}`); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("submit while Temporal is down: %d %s", w.Code, w.Body)
 	}
-	if got := metricstest.Scrape(t, f.h)[series] - before; got != 3 {
-		t.Fatalf("submitted moved by %v, want 3 (one single, a batch of two, none refused)", got)
+	f.sessions.submitErr = nil
+	for range 2 { // a replay by Idempotency-Key returns the same request: counted once
+		if w := f.do("POST", "/v1/requests", `{"type":"echo","payload":3}`, "Idempotency-Key", "once"); w.Code != http.StatusAccepted {
+			t.Fatalf("keyed submit: %d %s", w.Code, w.Body)
+		}
+	}
+	if got := metricstest.Scrape(t, f.h)[series] - before; got != 4 {
+		t.Fatalf("submitted moved by %v, want 4 (one single, a batch of two, one keyed twice, none refused)", got)
 	}
 }
 
@@ -141,20 +145,5 @@ func TestLogs_NeverHoldPasswordsOrTokens(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Errorf("a log line is not JSON: %q", line)
 		}
-	}
-}
-
-// countingFake checks CountSubmissions passes everything else through.
-func TestCountSubmissions_PassesOtherCallsThrough(t *testing.T) {
-	fake := &fakeSessions{}
-	s := CountSubmissions(fake)
-	if err := s.Submit(context.Background(), "u", []models.QueuedRequest{{ID: "r1", Type: "echo"}}); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := s.State(context.Background(), "u"); err != nil || st.UserID != "u" {
-		t.Fatalf("State: %+v %v", st, err)
-	}
-	if len(fake.submitted) != 1 {
-		t.Fatalf("submitted %v", fake.submitted)
 	}
 }

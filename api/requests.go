@@ -200,6 +200,9 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 		s.undo(reqs)
 		return nil, 0, false, fmt.Errorf("signal session: %w", err)
 	}
+	for _, r := range reqs {
+		metrics.RequestsSubmitted(r.Type)
+	}
 	c.Set("request_id", reqs[0].ID)
 	c.Set("workflow_id", models.SessionWorkflowID(u.ID))
 	s.log.Info("requests accepted", "user_id", u.ID, "request_id", reqs[0].ID, "count", len(reqs),
