@@ -61,8 +61,9 @@ e2e:
 test-faults:
 	$(GO) test -count=1 -v -timeout 30m $(FAULT_PKGS)
 
-## fuzz: each fuzz target for FUZZTIME on top of its seed corpus
-FUZZTIME ?= 10s
+## fuzz: each fuzz target for FUZZTIME inputs on top of its seed corpus (a count, not a
+## duration: a time limit that expires mid-minimisation fails with "context deadline exceeded")
+FUZZTIME ?= 20000x
 FUZZ_TARGETS := FuzzDecodeSubmission FuzzDepthLimitReader FuzzBearerToken FuzzDecodeCursor FuzzIdempotencyKey
 fuzz:
 	@for f in $(FUZZ_TARGETS); do \
