@@ -243,11 +243,7 @@ func (s *server) handleAdminGetRequest() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		pos := 0
-		if r.Status == models.StatusQueued {
-			pos = s.position(ctx, r.UserID, r.ID)
-		}
-		c.JSON(http.StatusOK, adminViewOf(r, pos))
+		c.JSON(http.StatusOK, adminViewOf(r, s.position(ctx, r)))
 	}
 }
 

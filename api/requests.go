@@ -316,10 +316,10 @@ func (s *server) handleSubmit() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		if replayed && reqs[0].Status == models.StatusQueued {
+		if replayed {
 			ctx, cancel := backendCtx(c)
 			defer cancel()
-			pos = s.position(ctx, currentUser(c).ID, reqs[0].ID)
+			pos = s.position(ctx, &reqs[0])
 		}
 		c.JSON(http.StatusAccepted, viewOf(&reqs[0], pos))
 	}
@@ -358,15 +358,18 @@ func (s *server) handleSubmitBatch() gin.HandlerFunc {
 	}
 }
 
-// position finds a queued request's place in its session's queue; 0 when
-// unknown.
-func (s *server) position(ctx context.Context, userID, requestID string) int {
-	st, err := s.sessions.State(ctx, userID)
+// position finds r's place in its session's queue; 0 when r is not queued
+// or its place is unknown. It asks the session only for a queued request.
+func (s *server) position(ctx context.Context, r *models.Request) int {
+	if r.Status != models.StatusQueued {
+		return 0
+	}
+	st, err := s.sessions.State(ctx, r.UserID)
 	if err != nil {
 		return 0
 	}
 	for _, e := range st.Queue {
-		if e.ID == requestID {
+		if e.ID == r.ID {
 			return e.Position
 		}
 	}
@@ -386,11 +389,7 @@ func (s *server) handleGetRequest() gin.HandlerFunc {
 			fail(c, fmt.Errorf("get request: %w", err))
 			return
 		}
-		pos := 0
-		if r.Status == models.StatusQueued {
-			pos = s.position(ctx, u.ID, r.ID)
-		}
-		c.JSON(http.StatusOK, viewOf(r, pos))
+		c.JSON(http.StatusOK, viewOf(r, s.position(ctx, r)))
 	}
 }
 
