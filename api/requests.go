@@ -203,6 +203,7 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 	for _, r := range reqs {
 		metrics.RequestsSubmitted(r.Type)
 	}
+	s.queueLens.add(u.ID, len(reqs))
 	c.Set("request_id", reqs[0].ID)
 	c.Set("workflow_id", models.SessionWorkflowID(u.ID))
 	s.log.Info("requests accepted", "user_id", u.ID, "request_id", reqs[0].ID, "count", len(reqs),
@@ -225,14 +226,23 @@ const workflowTaskTimeout = 10 * time.Second
 // the running request too, so one is taken off for it. It lags by the
 // submissions the session has not taken in yet: at most a burst plus what
 // the per-user rate lets in during one workflow task (bounded by its 10 s
-// timeout). Unless even that lag would stay under the cap, or if Temporal
-// cannot answer, MongoDB counts.
+// timeout), plus what other API instances accepted while a recorded length
+// is reused (queueLengths). Unless even that lag would stay under the cap,
+// or if Temporal cannot answer, MongoDB counts.
 func (s *server) queuedCount(ctx context.Context, userID string, adding int) (int, error) {
-	qctx, cancel := context.WithTimeout(ctx, lengthTimeout)
-	recorded, err := s.sessions.QueueLength(qctx, userID)
-	cancel()
-	lag := s.cfg.SubmitBurst + int(s.cfg.SubmitRate*workflowTaskTimeout.Seconds())
-	if err == nil && recorded+adding+lag <= s.cfg.MaxQueue {
+	lag := s.cfg.SubmitBurst + int(s.cfg.SubmitRate*(workflowTaskTimeout+queueLenTTL).Seconds())
+	now := time.Now()
+	recorded, ok := s.queueLens.get(userID, now)
+	if !ok {
+		qctx, cancel := context.WithTimeout(ctx, lengthTimeout)
+		n, err := s.sessions.QueueLength(qctx, userID)
+		cancel()
+		if err == nil {
+			recorded, ok = n, true
+			s.queueLens.set(userID, n, now)
+		}
+	}
+	if ok && recorded+adding+lag <= s.cfg.MaxQueue {
 		return max(recorded-1, 0), nil
 	}
 	n, err := s.store.Requests.CountQueued(ctx, userID)

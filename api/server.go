@@ -185,6 +185,7 @@ type server struct {
 	submitLimit *buckets  // per user
 	authLimit   *buckets  // per client network
 	logins      *lockouts // per account and client network
+	queueLens   *queueLengths
 }
 
 // NewServer returns the API's http.Handler.
@@ -207,6 +208,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		submitLimit: newBuckets(cfg.SubmitRate, cfg.SubmitBurst),
 		authLimit:   newBuckets(cfg.AuthRate/60, cfg.AuthBurst),
 		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
+		queueLens:   newQueueLengths(queueLenTTL),
 	}
 	s.routes(r)
 	return r, nil
