@@ -144,13 +144,18 @@ type FailureDetails struct {
 func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
 	info := activity.GetInfo(ctx)
 	attempt := in.PriorAttempts + int(info.Attempt)
-	log := a.logger(ctx, in.RequestID, in.UserID)
 	if info.Attempt > 1 {
 		// Best effort: the final count is written by Finish anyway.
 		if err := a.Store.SetAttempts(ctx, in.RequestID, attempt); err != nil {
-			log.Warn("could not record attempt", "err", err)
+			a.logger(ctx, in.RequestID, in.UserID).Warn("could not record attempt", "err", err)
 		}
 	}
+	return a.attempt(ctx, in, attempt)
+}
+
+// attempt runs in's handler once as attempt number attempt.
+func (a *Activities) attempt(ctx context.Context, in RunInput, attempt int) (RunResult, error) {
+	log := a.logger(ctx, in.RequestID, in.UserID)
 	details := FailureDetails{Attempts: attempt}
 	h, err := a.Handlers.Lookup(in.Type)
 	if err != nil {

@@ -78,7 +78,9 @@ type Config struct {
 	// TURNSTILE_EXEC_TIMEOUT, TURNSTILE_HEARTBEAT_TIMEOUT,
 	// TURNSTILE_RETRY_INITIAL, TURNSTILE_RETRY_MAX, TURNSTILE_LOCAL_TYPES
 	// (default "echo"; "none" runs every type as a regular activity, the
-	// naive path), TURNSTILE_LOCAL_TIMEOUT.
+	// naive path), TURNSTILE_LOCAL_TIMEOUT, TURNSTILE_BATCH_SIZE (default
+	// 100 local-type requests per batch; 1 = one local activity each) and
+	// TURNSTILE_BATCH_BUDGET (default 250ms).
 	Session workflows.Config
 
 	// MetricsAddr is where a worker serves /metrics
@@ -183,6 +185,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			RetryMax:         dur("TURNSTILE_RETRY_MAX", workflows.DefaultRetryMax),
 			HeartbeatTimeout: dur("TURNSTILE_HEARTBEAT_TIMEOUT", workflows.DefaultHeartbeatTimeout),
 			LocalTimeout:     dur("TURNSTILE_LOCAL_TIMEOUT", workflows.DefaultLocalTimeout),
+			BatchSize:        num("TURNSTILE_BATCH_SIZE", workflows.DefaultBatchSize),
+			BatchBudget:      dur("TURNSTILE_BATCH_BUDGET", workflows.DefaultBatchBudget),
 		},
 	}
 	switch v := get("TURNSTILE_LOCAL_TYPES", DefaultLocalTypes); v {

@@ -103,6 +103,9 @@ type QueuedRequest struct {
 	ID         string    `json:"id"`
 	Type       string    `json:"type"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
+	// Tried is set by the session on a request whose first attempt failed
+	// in a batch: the attempts already made count against its budget.
+	Tried int `json:"tried,omitempty"`
 }
 
 // Submission is the payload of SignalSubmit: requests to append, in order.
@@ -168,4 +171,16 @@ type SessionState struct {
 	Running     *RunningEntry `json:"running"`
 	Processed   int64         `json:"processed"`
 	Failed      int64         `json:"failed"`
+}
+
+// Settlement is how one try of a request went, for a store that records a
+// start and an outcome as one change: a final status with its result or
+// error, or running when it failed and will be tried again.
+type Settlement struct {
+	Status     Status
+	Result     string
+	Error      string
+	Attempts   int
+	StartedAt  time.Time
+	FinishedAt time.Time
 }

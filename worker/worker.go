@@ -80,3 +80,10 @@ func mapNotFound(err error) error {
 	}
 	return err
 }
+
+// Settle records a request's start and outcome as one change where the
+// store allows (activities.Settler).
+func (r Recorder) Settle(ctx context.Context, id, owner string, now func() time.Time, run func(*models.Request) models.Settlement) (*models.Request, bool, error) {
+	req, called, err := r.Requests.Settle(ctx, id, owner, now, run)
+	return req, called, mapNotFound(err)
+}

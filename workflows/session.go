@@ -47,6 +47,12 @@ type Config struct {
 	LocalTypes []string `json:"local_types,omitempty"`
 	// LocalTimeout bounds one try of a local-type request.
 	LocalTimeout time.Duration `json:"local_timeout,omitempty"`
+	// BatchSize is how many consecutive local-type requests at the head of
+	// the queue run in one local activity (each still marked, run and
+	// recorded on its own); BatchBudget is how long a batch may keep
+	// starting requests. 1 runs them one local activity each.
+	BatchSize   int           `json:"batch_size,omitempty"`
+	BatchBudget time.Duration `json:"batch_budget,omitempty"`
 }
 
 // Defaults.
@@ -59,6 +65,8 @@ const (
 	DefaultHeartbeatTimeout = 30 * time.Second
 	DefaultMaxSeen          = 10000
 	DefaultLocalTimeout     = 10 * time.Second
+	DefaultBatchSize        = 100
+	DefaultBatchBudget      = 250 * time.Millisecond
 	// recordTimeout bounds one MongoDB write by a local activity; those are
 	// retried without limit, so a MongoDB outage pauses the queue instead of
 	// failing requests.
@@ -90,6 +98,10 @@ func (c Config) WithDefaults() Config {
 	if c.MaxSeen <= 0 {
 		c.MaxSeen = DefaultMaxSeen
 	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	def(&c.BatchBudget, DefaultBatchBudget)
 	return c
 }
 
@@ -117,8 +129,11 @@ const (
 	versionRequeue = workflow.Version(1)
 	// versionLocal: run Config.LocalTypes as local activities.
 	versionLocal = workflow.Version(2)
+	// versionBatch: run consecutive local-type requests at the head of the
+	// queue in batches (activities.RunBatch).
+	versionBatch = workflow.Version(3)
 	// versionLatest is what new runs record.
-	versionLatest = versionLocal
+	versionLatest = versionBatch
 )
 
 // outcome is what executing one request ended in.
@@ -138,6 +153,9 @@ type session struct {
 	seen    map[string]bool
 	order   []string // seen IDs, oldest first, for bounding
 	running *models.RunningEntry
+	// inBatch are the requests of the running batch after the first, which
+	// the session shows as waiting until the batch reports.
+	inBatch []models.QueuedRequest
 
 	processed, failed int64
 	closed, paused    bool
@@ -230,9 +248,14 @@ func (s *session) run(ctx workflow.Context) error {
 			s.listen(ctx, sel, sig)
 			if running != nil {
 				sel.AddFuture(running, func(f workflow.Future) {
-					var out outcome
-					_ = f.Get(ctx, &out) // the coroutine always sets a value
-					s.finished(out)
+					var done batchDone
+					_ = f.Get(ctx, &done) // the coroutine always sets a value
+					for _, out := range done.outcomes {
+						s.finished(out)
+					}
+					s.running, s.inBatch = nil, nil
+					// What the batch did not get to goes back to the head.
+					s.queue = append(done.rest, s.queue...)
 					running = nil
 				})
 			}
@@ -264,9 +287,15 @@ func (s *session) run(ctx workflow.Context) error {
 				return workflow.NewContinueAsNewError(ctx, Session, s.carry())
 			}
 			if !s.paused && len(s.queue) > 0 {
-				head := s.queue[0]
-				s.queue = s.queue[1:]
-				running = s.start(ctx, head)
+				if n := s.batchable(); n > 0 {
+					batch := s.queue[:n:n]
+					s.queue = s.queue[n:]
+					running = s.startBatch(ctx, batch)
+				} else {
+					head := s.queue[0]
+					s.queue = s.queue[1:]
+					running = s.start(ctx, head)
+				}
 			}
 		}
 		if err := s.upsertAttributes(ctx); err != nil {
@@ -350,6 +379,11 @@ func (s *session) queued(id string) bool {
 			return true
 		}
 	}
+	for _, r := range s.inBatch {
+		if r.ID == id {
+			return true
+		}
+	}
 	return false
 }
 
@@ -382,14 +416,118 @@ func (s *session) onPolicy(ctx workflow.Context, c workflow.ReceiveChannel) {
 	}
 }
 
-// start runs req in its own coroutine and returns a future of its outcome.
+// batchDone is what a running request or batch reports: the outcomes of
+// the requests it handled, in order, and those it left to run later.
+type batchDone struct {
+	outcomes []outcome
+	rest     []models.QueuedRequest
+}
+
+// start runs req in its own coroutine and returns a future of its batchDone.
 func (s *session) start(ctx workflow.Context, req models.QueuedRequest) workflow.Future {
 	s.running = &models.RunningEntry{ID: req.ID, Type: req.Type, StartedAt: workflow.Now(ctx)}
 	fut, set := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(ctx workflow.Context) {
-		set.Set(s.execute(ctx, req), nil)
+		set.Set(batchDone{outcomes: []outcome{s.execute(ctx, req)}}, nil)
 	})
 	return fut
+}
+
+// batchable is how many requests at the head of the queue to run as one
+// batch: consecutive local types, none with a failed attempt behind it, at
+// most BatchSize. 0 means run the head on its own.
+func (s *session) batchable() int {
+	if s.version < versionBatch || s.cfg.BatchSize <= 1 {
+		return 0
+	}
+	n := 0
+	for _, r := range s.queue {
+		if n == s.cfg.BatchSize || r.Tried > 0 || !slices.Contains(s.cfg.LocalTypes, r.Type) {
+			break
+		}
+		n++
+	}
+	if n < 2 {
+		return 0 // one alone runs as a local activity: the lowest latency
+	}
+	return n
+}
+
+// startBatch runs batch with activities.RunBatch in its own coroutine and
+// returns a future of its batchDone.
+func (s *session) startBatch(ctx workflow.Context, batch []models.QueuedRequest) workflow.Future {
+	s.running = &models.RunningEntry{ID: batch[0].ID, Type: batch[0].Type, StartedAt: workflow.Now(ctx)}
+	s.inBatch = batch[1:]
+	fut, set := workflow.NewFuture(ctx)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		set.Set(s.executeBatch(ctx, batch), nil)
+	})
+	return fut
+}
+
+// recordOptions are those of the local activities that write to MongoDB.
+func (s *session) recordOptions(ctx workflow.Context, timeout time.Duration) workflow.Context {
+	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    timeout,
+		ScheduleToCloseTimeout: recordGiveUp,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    recordRetryMax,
+		},
+	})
+}
+
+// executeBatch runs batch in one local activity and turns its report into
+// outcomes. A batch that cannot start (MongoDB down) is retried like any
+// MongoDB write; what it did not get to is returned to the queue, the
+// request whose first attempt failed marked as tried.
+func (s *session) executeBatch(ctx workflow.Context, batch []models.QueuedRequest) batchDone {
+	var acts *activities.Activities
+	in := activities.BatchInput{
+		UserID: s.in.UserID, Budget: s.cfg.BatchBudget, StopOnFailure: s.policy == models.PolicyPause,
+		Items: make([]activities.BatchItem, len(batch)),
+	}
+	for i, r := range batch {
+		in.Items[i] = activities.BatchItem{ID: r.ID, Type: r.Type}
+	}
+	// A regular activity, so the workflow task ends while it works (signals
+	// and queries are answered at once) and a lost worker is noticed at the
+	// heartbeat timeout. It is retried without limit, like a MongoDB write:
+	// it fails only when it could not start its first request.
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: s.cfg.BatchBudget + s.cfg.LocalTimeout + recordTimeout,
+		HeartbeatTimeout:    s.cfg.HeartbeatTimeout,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:    time.Second,
+			BackoffCoefficient: 2,
+			MaximumInterval:    recordRetryMax,
+		},
+	})
+	var res activities.BatchResult
+	if err := workflow.ExecuteActivity(actx, acts.RunBatch, in).Get(ctx, &res); err != nil {
+		// Only a bug gets here (the retry policy has no limit): run the
+		// batch's requests one by one instead.
+		workflow.GetLogger(ctx).Error("batch failed; running its requests one by one", "error", err)
+		return batchDone{rest: batch}
+	}
+	var done batchDone
+	for _, o := range res.Done {
+		done.outcomes = append(done.outcomes, outcome{Status: o.Status, Skipped: o.Skipped})
+	}
+	next := len(res.Done)
+	if res.Unrecorded != nil && next < len(batch) {
+		if err := workflow.ExecuteLocalActivity(s.recordOptions(ctx, recordTimeout), acts.Finish, *res.Unrecorded).Get(ctx, nil); err != nil {
+			workflow.GetLogger(ctx).Error("could not record outcome", "request_id", res.Unrecorded.RequestID, "error", err)
+		}
+		done.outcomes = append(done.outcomes, outcome{Status: res.Unrecorded.Status})
+		next++
+	}
+	done.rest = slices.Clone(batch[next:])
+	if res.Retry != nil && len(done.rest) > 0 && done.rest[0].ID == res.Retry.ID {
+		done.rest[0].Tried = res.Retry.Attempts
+	}
+	return done
 }
 
 // finished updates counters and applies the failure policy.
@@ -415,15 +553,7 @@ func (s *session) finished(out outcome) {
 // an activity with the bounded retry policy.
 func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcome {
 	var acts *activities.Activities
-	recordCtx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout:    recordTimeout,
-		ScheduleToCloseTimeout: recordGiveUp,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:    time.Second,
-			BackoffCoefficient: 2,
-			MaximumInterval:    recordRetryMax,
-		},
-	})
+	recordCtx := s.recordOptions(ctx, recordTimeout)
 	var mark activities.MarkRunningResult
 	err := workflow.ExecuteLocalActivity(recordCtx, acts.MarkRunning,
 		activities.MarkRunningInput{RequestID: req.ID, UserID: s.in.UserID}).Get(ctx, &mark)
@@ -439,6 +569,12 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 		MaximumInterval:        s.cfg.RetryMax,
 		MaximumAttempts:        s.cfg.MaxAttempts,
 		NonRetryableErrorTypes: []string{activities.ErrTypePermanent, activities.ErrTypeUnknownType},
+	}
+	if req.Tried > 0 {
+		// Its first attempt failed in a batch: the rest of its budget,
+		// after the first backoff.
+		retry.MaximumAttempts = max(1, s.cfg.MaxAttempts-int32(req.Tried))
+		_ = workflow.Sleep(ctx, s.cfg.RetryInitial)
 	}
 	prior := 0
 	if s.version >= versionRequeue {
@@ -506,7 +642,7 @@ func (s *session) attemptsOf(err error, prior int) int {
 
 // upsertAttributes writes QueueLength and Paused when they changed.
 func (s *session) upsertAttributes(ctx workflow.Context) error {
-	n := int64(len(s.queue))
+	n := int64(len(s.queue) + len(s.inBatch))
 	if s.running != nil {
 		n++
 	}
@@ -534,8 +670,8 @@ func (s *session) state() (models.SessionState, error) {
 		State:       models.SessionOpen,
 		Paused:      s.paused,
 		Policy:      s.policy,
-		QueueLength: len(s.queue),
-		Queue:       make([]models.QueueEntry, len(s.queue)),
+		QueueLength: len(s.inBatch) + len(s.queue),
+		Queue:       make([]models.QueueEntry, 0, len(s.inBatch)+len(s.queue)),
 		Running:     s.running,
 		Processed:   s.processed,
 		Failed:      s.failed,
@@ -543,8 +679,8 @@ func (s *session) state() (models.SessionState, error) {
 	if s.closed {
 		st.State = models.SessionClosing
 	}
-	for i, r := range s.queue {
-		st.Queue[i] = models.QueueEntry{ID: r.ID, Type: r.Type, Position: i + 1, EnqueuedAt: r.EnqueuedAt}
+	for i, r := range slices.Concat(s.inBatch, s.queue) {
+		st.Queue = append(st.Queue, models.QueueEntry{ID: r.ID, Type: r.Type, Position: i + 1, EnqueuedAt: r.EnqueuedAt})
 	}
 	return st, nil
 }

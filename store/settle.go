@@ -1,0 +1,85 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/turnstile/turnstile/models"
+)
+
+// Settle runs request id with run if it is queued (or running: a start
+// retried after a crash) and records what run returns: a final status with
+// started_at, finished_at, attempts and the result or error, or running
+// with the attempts made when it is to be tried again. It returns the
+// request as it was before and whether run was called; a request in any
+// other status is returned unchanged without calling run.
+//
+// With Options.SerializeUpdates the request is read and written by _id
+// with its per-document lock held while run works, so a concurrent cancel
+// in this process waits and finds it final: two document operations per
+// request, and a queued request goes straight to its final status. Without
+// it (MongoDB) it is marked running first, conditionally and atomically,
+// and then settled: every step is one indexed findOneAndUpdate. run must be
+// short: it holds the lock.
+func (r *Requests) Settle(ctx context.Context, id, owner string, now func() time.Time, run func(cur *models.Request) models.Settlement) (*models.Request, bool, error) {
+	startable := []models.Status{models.StatusQueued, models.StatusRunning}
+	if r.locks.on {
+		defer r.locks.lock(id)()
+		cur, err := r.Get(ctx, owner, id)
+		if err != nil {
+			return nil, false, err
+		}
+		if !slices.Contains(startable, cur.Status) {
+			return cur, false, nil
+		}
+		s := run(cur)
+		if cur.StartedAt != nil && cur.Status == models.StatusRunning {
+			s.StartedAt = *cur.StartedAt // a retried start keeps the first
+		}
+		res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, settleUpdate(s, true))
+		if err != nil {
+			return cur, true, wrap("settle request", err)
+		}
+		if res.MatchedCount == 0 {
+			return cur, true, fmt.Errorf("store: settle request %s: %w", id, ErrNotFound)
+		}
+		return cur, true, nil
+	}
+
+	cur, changed, err := r.transition(ctx, "settle request", id, owner, []models.Status{models.StatusQueued},
+		set(bson.E{Key: "status", Value: models.StatusRunning}, bson.E{Key: "started_at", Value: now()}))
+	if err != nil {
+		return nil, false, err
+	}
+	if !changed && cur.Status != models.StatusRunning {
+		return cur, false, nil
+	}
+	s := run(cur)
+	if _, _, err := r.transition(ctx, "settle request", id, owner, []models.Status{models.StatusRunning}, settleUpdate(s, false)); err != nil {
+		return cur, true, err
+	}
+	return cur, true, nil
+}
+
+// settleUpdate is the $set of a settlement; withStart also sets status
+// running's started_at, which the locked path writes in the same change.
+func settleUpdate(s models.Settlement, withStart bool) bson.D {
+	fields := []bson.E{{Key: "status", Value: s.Status}, {Key: "attempts", Value: s.Attempts}}
+	if withStart && !s.StartedAt.IsZero() {
+		fields = append(fields, bson.E{Key: "started_at", Value: s.StartedAt})
+	}
+	if s.Status.Final() {
+		fields = append(fields, bson.E{Key: "finished_at", Value: s.FinishedAt})
+		if s.Result != "" {
+			fields = append(fields, bson.E{Key: "result", Value: s.Result})
+		}
+		if s.Error != "" {
+			fields = append(fields, bson.E{Key: "error", Value: s.Error})
+		}
+	}
+	return set(fields...)
+}
