@@ -94,6 +94,25 @@ func parseIdempotencyKey(key string) (string, error) {
 	return key, nil
 }
 
+// executionHeader picks a submission's execution path: "default" (or
+// absent) or "naive", the straightforward one-activity-per-request path the
+// benchmark compares against; naive only where Config.AllowNaive.
+const executionHeader = "Turnstile-Execution"
+
+func (s *server) executionMode(c *gin.Context) (naive bool, err error) {
+	switch c.GetHeader(executionHeader) {
+	case "", "default":
+		return false, nil
+	case "naive":
+		if !s.cfg.AllowNaive {
+			return false, errBadRequest("invalid_execution", executionHeader+": naive is not enabled on this server (TURNSTILE_BENCH_MODES)")
+		}
+		return true, nil
+	default:
+		return false, errBadRequest("invalid_execution", executionHeader+" must be default or naive")
+	}
+}
+
 // validate checks one item and returns its compacted payload.
 func (s *server) validate(it submitItem) (string, error) {
 	if it.Type == "" || len(it.Type) > maxTypeLen {
@@ -137,6 +156,10 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 	if err != nil {
 		return nil, 0, false, err
 	}
+	naive, err := s.executionMode(c)
+	if err != nil {
+		return nil, 0, false, err
+	}
 	payloads := make([]string, len(items))
 	for i, it := range items {
 		if payloads[i], err = s.validate(it); err != nil {
@@ -176,7 +199,7 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 			ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, Type: it.Type, Payload: payloads[i],
 			IdempotencyKey: batchKey(key, i, len(items)), Status: models.StatusQueued, EnqueuedAt: now,
 		}
-		signal.Requests[i] = models.QueuedRequest{ID: reqs[i].ID, Type: it.Type, EnqueuedAt: now}
+		signal.Requests[i] = models.QueuedRequest{ID: reqs[i].ID, Type: it.Type, EnqueuedAt: now, Naive: naive}
 	}
 	if err := s.store.Requests.Insert(ctx, reqs...); err != nil {
 		s.undo(reqs)

@@ -89,6 +89,9 @@ type Config struct {
 	// TrustedProxies may set X-Forwarded-For; nil trusts none, so the
 	// client IP is the peer address.
 	TrustedProxies []string
+	// AllowNaive lets a submission ask for the naive execution path with
+	// the header Turnstile-Execution: naive (for make bench's ratio).
+	AllowNaive bool
 	// Now defaults to time.Now.
 	Now func() time.Time
 	// AfterInsert, when set, runs between recording a submission in

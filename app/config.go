@@ -67,6 +67,11 @@ type Config struct {
 	MaxPageSize     int // TURNSTILE_MAX_PAGE_SIZE, default 100 (at most store.MaxListLimit)
 	SubmitRate      int // TURNSTILE_SUBMIT_RATE, default 50 submission calls per second per user
 	SubmitBurst     int // TURNSTILE_SUBMIT_BURST, default 100 calls at once per user
+	// BenchModes lets submissions ask for the naive execution path
+	// (Turnstile-Execution: naive), so make bench can show the ratio on one
+	// running system (TURNSTILE_BENCH_MODES=on|off; on in development, off
+	// in production unless set).
+	BenchModes bool
 	AuthRate        int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP
 	AuthBurst       int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP
 
@@ -188,6 +193,15 @@ func FromEnv(getenv func(string) string) (Config, error) {
 			BatchSize:        num("TURNSTILE_BATCH_SIZE", workflows.DefaultBatchSize),
 			BatchBudget:      dur("TURNSTILE_BATCH_BUDGET", workflows.DefaultBatchBudget),
 		},
+	}
+	switch v := get("TURNSTILE_BENCH_MODES", ""); v {
+	case "on":
+		c.BenchModes = true
+	case "off":
+	case "":
+		c.BenchModes = c.Env == EnvDevelopment
+	default:
+		errs = append(errs, fmt.Errorf("TURNSTILE_BENCH_MODES=%q: want on or off", v))
 	}
 	switch v := get("TURNSTILE_LOCAL_TYPES", DefaultLocalTypes); v {
 	case "none":

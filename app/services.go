@@ -152,6 +152,7 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		LoginLockoutBase:      cfg.LoginLockoutBase,
 		LoginLockoutMax:       cfg.LoginLockoutMax,
 		AfterInsert:           faultHook(cfg, log),
+		AllowNaive:            cfg.BenchModes,
 	}, b.Store, sessions)
 	if err != nil {
 		return nil, err

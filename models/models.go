@@ -106,6 +106,10 @@ type QueuedRequest struct {
 	// Tried is set by the session on a request whose first attempt failed
 	// in a batch: the attempts already made count against its budget.
 	Tried int `json:"tried,omitempty"`
+	// Naive asks for the straightforward path: a regular activity of its
+	// own, never a local activity or a batch. The benchmark compares the
+	// two on one running system (Turnstile-Execution: naive).
+	Naive bool `json:"naive,omitempty"`
 }
 
 // Submission is the payload of SignalSubmit: requests to append, in order.

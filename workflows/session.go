@@ -442,7 +442,7 @@ func (s *session) batchable() int {
 	}
 	n := 0
 	for _, r := range s.queue {
-		if n == s.cfg.BatchSize || r.Tried > 0 || !slices.Contains(s.cfg.LocalTypes, r.Type) {
+		if n == s.cfg.BatchSize || r.Tried > 0 || r.Naive || !slices.Contains(s.cfg.LocalTypes, r.Type) {
 			break
 		}
 		n++
@@ -584,7 +584,7 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload, PriorAttempts: prior,
 	}
 	var run workflow.Future
-	if s.version >= versionLocal && slices.Contains(s.cfg.LocalTypes, req.Type) {
+	if s.version >= versionLocal && !req.Naive && slices.Contains(s.cfg.LocalTypes, req.Type) {
 		run = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 			StartToCloseTimeout: s.cfg.LocalTimeout,
 			RetryPolicy:         retry,
