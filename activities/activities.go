@@ -150,11 +150,13 @@ func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
 			a.logger(ctx, in.RequestID, in.UserID).Warn("could not record attempt", "err", err)
 		}
 	}
-	return a.attempt(ctx, in, attempt)
+	return a.attempt(ctx, in, attempt, nil)
 }
 
-// attempt runs in's handler once as attempt number attempt.
-func (a *Activities) attempt(ctx context.Context, in RunInput, attempt int) (RunResult, error) {
+// attempt runs in's handler once as attempt number attempt. The heartbeats
+// sent while it works carry progress, if given (an activity's heartbeat
+// details are replaced by each heartbeat).
+func (a *Activities) attempt(ctx context.Context, in RunInput, attempt int, progress any) (RunResult, error) {
 	log := a.logger(ctx, in.RequestID, in.UserID)
 	details := FailureDetails{Attempts: attempt}
 	h, err := a.Handlers.Lookup(in.Type)
@@ -162,7 +164,7 @@ func (a *Activities) attempt(ctx context.Context, in RunInput, attempt int) (Run
 		return RunResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeUnknownType, nil, details)
 	}
 
-	stop := a.heartbeat(ctx)
+	stop := a.heartbeat(ctx, progress)
 	start := time.Now()
 	result, err := h.Handle(ctx, Job{ID: in.RequestID, UserID: in.UserID, Type: in.Type, Payload: in.Payload, Attempt: attempt})
 	stop()
@@ -184,7 +186,7 @@ func (a *Activities) attempt(ctx context.Context, in RunInput, attempt int) (Run
 // heartbeat records heartbeats until the returned stop is called, so any
 // handler, however long, shows the server it is alive and learns of
 // cancellation.
-func (a *Activities) heartbeat(ctx context.Context) (stop func()) {
+func (a *Activities) heartbeat(ctx context.Context, progress any) (stop func()) {
 	every := a.HeartbeatEvery
 	if every <= 0 {
 		every = 5 * time.Second
@@ -202,7 +204,11 @@ func (a *Activities) heartbeat(ctx context.Context) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				activity.RecordHeartbeat(ctx)
+				if progress != nil {
+					activity.RecordHeartbeat(ctx, progress)
+				} else {
+					activity.RecordHeartbeat(ctx)
+				}
 			}
 		}
 	}()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -27,6 +29,9 @@ type BatchInput struct {
 	// Budget: no item is started after this long (the first always is), so
 	// a batch reports back to the session regularly.
 	Budget time.Duration `json:"budget"`
+	// TryTimeout bounds one try of one request, as LocalTimeout does for a
+	// local activity; a try that runs out is a retryable failure.
+	TryTimeout time.Duration `json:"try_timeout,omitempty"`
 	// StopOnFailure ends the batch after a request that failed (the session
 	// pauses on failure).
 	StopOnFailure bool `json:"stop_on_failure,omitempty"`
@@ -118,7 +123,7 @@ func (a *Activities) batchItem(ctx context.Context, in BatchInput, it BatchItem,
 	)
 	cur, called, err := settler.Settle(ctx, it.ID, in.UserID, a.now, func(cur *models.Request) models.Settlement {
 		started = a.now()
-		set, retry = a.tryOnce(ctx, in.UserID, it, cur, started)
+		set, retry = a.tryOnce(ctx, in, it, cur, started, slices.Clone(res.Done))
 		return set
 	})
 	switch {
@@ -155,12 +160,23 @@ func (a *Activities) batchItem(ctx context.Context, in BatchInput, it BatchItem,
 }
 
 // tryOnce runs cur's handler once and says how it went: final, or running
-// with retry set when the failure may be retried.
-func (a *Activities) tryOnce(ctx context.Context, userID string, it BatchItem, cur *models.Request, started time.Time) (set models.Settlement, retry bool) {
+// with retry set when the failure may be retried (a try that outlasts
+// TryTimeout is one, whatever the handler returned). done is the batch's
+// progress, for the heartbeats sent meanwhile.
+func (a *Activities) tryOnce(ctx context.Context, in BatchInput, it BatchItem, cur *models.Request, started time.Time, done []BatchOutcome) (set models.Settlement, retry bool) {
 	attempt := cur.Attempts + 1
-	run, err := a.attempt(ctx, RunInput{
-		RequestID: it.ID, UserID: userID, Type: cur.Type, Payload: json.RawMessage(cur.Payload), PriorAttempts: cur.Attempts,
-	}, attempt)
+	tctx := ctx
+	if in.TryTimeout > 0 {
+		var cancel context.CancelFunc
+		tctx, cancel = context.WithTimeout(ctx, in.TryTimeout)
+		defer cancel()
+	}
+	run, err := a.attempt(tctx, RunInput{
+		RequestID: it.ID, UserID: in.UserID, Type: cur.Type, Payload: json.RawMessage(cur.Payload), PriorAttempts: cur.Attempts,
+	}, attempt, done)
+	if tctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("timed out after %v", in.TryTimeout)
+	}
 	set = models.Settlement{Status: models.StatusSucceeded, Result: string(run.Result), Attempts: attempt,
 		StartedAt: started, FinishedAt: a.now()}
 	var appErr *temporal.ApplicationError
@@ -191,7 +207,7 @@ func (a *Activities) batchItemSteps(ctx context.Context, in BatchInput, it Batch
 		return out, false, nil
 	}
 	cur := &models.Request{ID: it.ID, Type: it.Type, Payload: string(mark.Payload), Attempts: mark.Attempts}
-	set, retry := a.tryOnce(ctx, in.UserID, it, cur, a.now())
+	set, retry := a.tryOnce(ctx, in, it, cur, a.now(), slices.Clone(res.Done))
 	if retry {
 		if serr := a.Store.SetAttempts(ctx, it.ID, set.Attempts); serr != nil {
 			a.logger(ctx, it.ID, in.UserID).Warn("could not record attempt", "err", serr)

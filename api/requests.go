@@ -393,10 +393,17 @@ func (s *server) handleSubmitBatch() gin.HandlerFunc {
 
 // position finds r's place in its session's queue; 0 when r is not queued
 // or its place is unknown. It asks the session only for a queued request.
+// positionTimeout bounds the session query behind a queued request's position.
+const positionTimeout = time.Second
+
 func (s *server) position(ctx context.Context, r *models.Request) int {
 	if r.Status != models.StatusQueued {
 		return 0
 	}
+	// The position is advisory: a session too busy to answer quickly
+	// (queries wait for its workflow task) leaves it out.
+	ctx, cancel := context.WithTimeout(ctx, positionTimeout)
+	defer cancel()
 	st, err := s.sessions.State(ctx, r.UserID)
 	if err != nil {
 		return 0

@@ -72,8 +72,8 @@ type Config struct {
 	// running system (TURNSTILE_BENCH_MODES=on|off; on in development, off
 	// in production unless set).
 	BenchModes bool
-	AuthRate        int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP
-	AuthBurst       int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP
+	AuthRate   int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP
+	AuthBurst  int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP
 
 	LoginLockoutThreshold int           // TURNSTILE_LOGIN_LOCKOUT_THRESHOLD, default 5 failures per account and client IP
 	LoginLockoutBase      time.Duration // TURNSTILE_LOGIN_LOCKOUT_BASE, default 30s, doubling per further failure

@@ -401,6 +401,14 @@ func (s *session) onCancel(ctx workflow.Context, c workflow.ReceiveChannel) {
 			return
 		}
 	}
+	// One in the running batch: the batch finds it cancelled in the store
+	// and skips it; stop showing it as waiting.
+	for i, r := range s.inBatch {
+		if r.ID == cs.RequestID {
+			s.inBatch = append(s.inBatch[:i:i], s.inBatch[i+1:]...)
+			return
+		}
+	}
 }
 
 func (s *session) onPause(ctx workflow.Context, c workflow.ReceiveChannel, paused bool) {
@@ -485,8 +493,9 @@ func (s *session) recordOptions(ctx workflow.Context, timeout time.Duration) wor
 func (s *session) executeBatch(ctx workflow.Context, batch []models.QueuedRequest) batchDone {
 	var acts *activities.Activities
 	in := activities.BatchInput{
-		UserID: s.in.UserID, Budget: s.cfg.BatchBudget, StopOnFailure: s.policy == models.PolicyPause,
-		Items: make([]activities.BatchItem, len(batch)),
+		UserID: s.in.UserID, Budget: s.cfg.BatchBudget, TryTimeout: s.cfg.LocalTimeout,
+		StopOnFailure: s.policy == models.PolicyPause,
+		Items:         make([]activities.BatchItem, len(batch)),
 	}
 	for i, r := range batch {
 		in.Items[i] = activities.BatchItem{ID: r.ID, Type: r.Type}
@@ -525,7 +534,9 @@ func (s *session) executeBatch(ctx workflow.Context, batch []models.QueuedReques
 	}
 	done.rest = slices.Clone(batch[next:])
 	if res.Retry != nil && len(done.rest) > 0 && done.rest[0].ID == res.Retry.ID {
-		done.rest[0].Tried = res.Retry.Attempts
+		// One try of its budget is spent (earlier attempts of a requeued
+		// request are not: a requeue grants a fresh budget).
+		done.rest[0].Tried = 1
 	}
 	return done
 }

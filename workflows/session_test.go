@@ -22,9 +22,103 @@ import (
 type fakeStore struct {
 	mu   sync.Mutex
 	reqs map[string]*models.Request
+	// locks are per-request locks: Settle holds one while its run works, as
+	// the embedded store does, and cancelQueued waits for it.
+	locks sync.Map // id -> *sync.Mutex
+	// settled lists the requests Settle ran, in order.
+	settled []string
+	// failSettleBefore[id] = n fails the first n Settles of id before they
+	// run it (MongoDB unreachable); failSettleAfter[id] = n fails the first
+	// n Settles of id after they ran it (the outcome could not be written).
+	failSettleBefore, failSettleAfter map[string]int
 }
 
-func newFakeStore() *fakeStore { return &fakeStore{reqs: map[string]*models.Request{}} }
+func newFakeStore() *fakeStore {
+	return &fakeStore{reqs: map[string]*models.Request{}, failSettleBefore: map[string]int{}, failSettleAfter: map[string]int{}}
+}
+
+func (f *fakeStore) lock(id string) (unlock func()) {
+	m, _ := f.locks.LoadOrStore(id, &sync.Mutex{})
+	m.(*sync.Mutex).Lock()
+	return m.(*sync.Mutex).Unlock
+}
+
+// cancelQueued cancels a queued request, as store.Requests.CancelQueued
+// does for the API, and says whether it did.
+func (f *fakeStore) cancelQueued(id string) bool {
+	defer f.lock(id)()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.reqs[id]
+	if !ok || r.Status != models.StatusQueued {
+		return false
+	}
+	now := time.Now()
+	r.Status, r.FinishedAt = models.StatusCancelled, &now
+	return true
+}
+
+func (f *fakeStore) settledIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.settled...)
+}
+
+// Settle implements activities.Settler like store.Requests.Settle with
+// SerializeUpdates: a request of owner that is queued or running is run,
+// with its lock held, and its settlement recorded as one change; any other
+// status is returned unchanged without running it.
+func (f *fakeStore) Settle(_ context.Context, id, owner string, _ func() time.Time, run func(cur *models.Request) models.Settlement) (*models.Request, bool, error) {
+	defer f.lock(id)()
+	f.mu.Lock()
+	r, ok := f.reqs[id]
+	if !ok || (owner != "" && r.UserID != owner) {
+		f.mu.Unlock()
+		return nil, false, fmt.Errorf("fake settle %s: %w", id, activities.ErrNotFound)
+	}
+	if n := f.failSettleBefore[id]; n > 0 {
+		f.failSettleBefore[id] = n - 1
+		f.mu.Unlock()
+		return nil, false, errors.New("fake settle: store unreachable")
+	}
+	cur := *r
+	f.mu.Unlock()
+	if cur.Status != models.StatusQueued && cur.Status != models.StatusRunning {
+		return &cur, false, nil
+	}
+	s := run(&cur)
+	if cur.StartedAt != nil && cur.Status == models.StatusRunning {
+		s.StartedAt = *cur.StartedAt // a retried start keeps the first
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.settled = append(f.settled, id)
+	if n := f.failSettleAfter[id]; n > 0 {
+		f.failSettleAfter[id] = n - 1
+		return &cur, true, errors.New("fake settle: write timed out")
+	}
+	r, ok = f.reqs[id]
+	if !ok {
+		return &cur, true, fmt.Errorf("fake settle %s: %w", id, activities.ErrNotFound)
+	}
+	r.Status, r.Attempts = s.Status, s.Attempts
+	if !s.StartedAt.IsZero() {
+		started := s.StartedAt
+		r.StartedAt = &started
+	}
+	if s.Status.Final() {
+		finished := s.FinishedAt
+		r.FinishedAt = &finished
+		if s.Result != "" {
+			r.Result = s.Result
+		}
+		if s.Error != "" {
+			r.Error = s.Error
+		}
+	}
+	return &cur, true, nil
+}
 
 func (f *fakeStore) add(userID string, ids ...string) {
 	f.mu.Lock()
@@ -82,17 +176,28 @@ type recorder struct {
 	order   []string
 	active  int
 	overlap bool
+	// calls counts the attempts of each request.
+	calls map[string]int
+	// onRun, if set, is called at the start of every attempt.
+	onRun func(ctx context.Context, job activities.Job)
 	// failFirst[id] = n fails the first n attempts of id; -1 fails always.
 	failFirst map[string]int
 	permanent map[string]bool
 }
 
-func (r *recorder) Handle(_ context.Context, job activities.Job) (json.RawMessage, error) {
+func (r *recorder) Handle(ctx context.Context, job activities.Job) (json.RawMessage, error) {
+	if r.onRun != nil {
+		r.onRun(ctx, job)
+	}
 	r.mu.Lock()
 	r.active++
 	if r.active > 1 {
 		r.overlap = true
 	}
+	if r.calls == nil {
+		r.calls = map[string]int{}
+	}
+	r.calls[job.ID]++
 	n := r.failFirst[job.ID]
 	perm := r.permanent[job.ID]
 	r.mu.Unlock()
@@ -107,6 +212,12 @@ func (r *recorder) Handle(_ context.Context, job activities.Job) (json.RawMessag
 	r.order = append(r.order, job.ID)
 	r.mu.Unlock()
 	return job.Payload, nil
+}
+
+func (r *recorder) callsOf(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.calls[id]
 }
 
 func (r *recorder) ran() []string {
@@ -129,6 +240,7 @@ type harness struct {
 	env   *testsuite.TestWorkflowEnvironment
 	store *fakeStore
 	work  *recorder
+	acts  *activities.Activities
 	t     *testing.T
 }
 
@@ -138,7 +250,8 @@ func newHarness(t *testing.T) *harness {
 	reg := activities.NewRegistry()
 	reg.Register("work", h.work)
 	h.env.RegisterWorkflowWithOptions(Session, workflow.RegisterOptions{Name: models.SessionWorkflowType})
-	h.env.RegisterActivity(&activities.Activities{Store: h.store, Handlers: reg, HeartbeatEvery: time.Second})
+	h.acts = &activities.Activities{Store: h.store, Handlers: reg, HeartbeatEvery: time.Second}
+	h.env.RegisterActivity(h.acts)
 	return h
 }
 

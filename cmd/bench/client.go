@@ -39,6 +39,11 @@ func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.Status, 
 
 // call sends body as JSON and decodes a 2xx answer into out.
 func (c *client) call(ctx context.Context, method, path, token string, body, out any) error {
+	return c.callWith(ctx, method, path, token, "", body, out)
+}
+
+// callWith is call with the Turnstile-Execution header set to mode, if any.
+func (c *client) callWith(ctx context.Context, method, path, token, mode string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
@@ -54,6 +59,9 @@ func (c *client) call(ctx context.Context, method, path, token string, body, out
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if mode != "" {
+		req.Header.Set("Turnstile-Execution", mode)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -114,17 +122,17 @@ func (r record) final() bool {
 
 // submit posts items (one request or a batch) and returns their IDs, waiting
 // out 429s as the API asks.
-func (c *client) submit(ctx context.Context, token string, items []map[string]any) ([]string, error) {
+func (c *client) submit(ctx context.Context, token, mode string, items []map[string]any) ([]string, error) {
 	for {
 		var err error
 		var ids []string
 		if len(items) == 1 {
 			var r record
-			err = c.call(ctx, "POST", "/v1/requests", token, items[0], &r)
+			err = c.callWith(ctx, "POST", "/v1/requests", token, mode, items[0], &r)
 			ids = []string{r.ID}
 		} else {
 			var b struct{ Requests []record }
-			err = c.call(ctx, "POST", "/v1/requests/batch", token, map[string]any{"requests": items}, &b)
+			err = c.callWith(ctx, "POST", "/v1/requests/batch", token, mode, map[string]any{"requests": items}, &b)
 			for _, r := range b.Requests {
 				ids = append(ids, r.ID)
 			}
@@ -146,16 +154,4 @@ func (c *client) get(ctx context.Context, token, id string) (record, error) {
 	var r record
 	err := c.call(ctx, "GET", "/v1/requests/"+id, token, nil, &r)
 	return r, err
-}
-
-type sessionState struct {
-	QueueLength int   `json:"queue_length"`
-	Running     any   `json:"running"`
-	Processed   int64 `json:"processed"`
-}
-
-func (c *client) session(ctx context.Context, token string) (sessionState, error) {
-	var st sessionState
-	err := c.call(ctx, "GET", "/v1/session", token, nil, &st)
-	return st, err
 }

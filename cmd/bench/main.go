@@ -40,12 +40,21 @@ type scenario struct {
 	Type        string `json:"type"`        // request type
 	SleepMS     int    `json:"sleep_ms"`    // payload of type sleep
 	Concurrency int    `json:"concurrency"` // users submitting at once
+	// Mode is the Turnstile-Execution header: "" (default) or "naive".
+	Mode string `json:"mode,omitempty"`
+}
+
+func (s scenario) mode() string {
+	if s.Mode == "" {
+		return "default"
+	}
+	return s.Mode
 }
 
 // standard are the scenarios with stable names the issue defines, plus
 // idle-pickup for the pickup latency of an idle queue.
 var standard = []scenario{
-	{Name: "one-user-burst", Users: 1, PerUser: 2000, Batch: 1, Type: "echo", Concurrency: 1},
+	{Name: "one-user-burst", Users: 1, PerUser: 2000, Batch: 100, Type: "echo", Concurrency: 1},
 	{Name: "many-users", Users: 200, PerUser: 50, Batch: 1, Type: "echo", Concurrency: 32},
 	{Name: "fan-in", Users: 2000, PerUser: 5, Batch: 1, Type: "echo", Concurrency: 32},
 	{Name: "idle-pickup", Users: 1, PerUser: 50, Batch: 1, Sequential: true, Type: "echo", Concurrency: 1},
@@ -65,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	conc := fs.Int("concurrency", 16, "custom run: users submitting at once")
 	scale := fs.Float64("scale", 1, "multiply the standard scenarios' user counts (e.g. 0.1 for a quick run)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	compare := fs.Bool("compare", true, "run each scenario again on the naive path (Turnstile-Execution: naive; the server must allow it, as make run does) and print the ratio")
 	pids := fs.String("rss-pids", "", "comma-separated PIDs whose resident memory is reported after each scenario (e.g. the turnstile dev process)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -86,6 +96,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			todo = append(todo, sc)
 		}
 	}
+	if *compare {
+		var both []scenario
+		for _, sc := range todo {
+			naive := sc
+			naive.Mode = "naive"
+			both = append(both, sc, naive)
+		}
+		todo = both
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	c := newClient(*api)
@@ -97,7 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var results []result
 	failed := false
 	for _, sc := range todo {
-		fmt.Fprintf(stderr, "== %s: %d users × %d requests (%s, batch %d)\n", sc.Name, sc.Users, sc.PerUser, sc.Type, sc.Batch)
+		fmt.Fprintf(stderr, "== %s (%s): %d users × %d requests (%s, batch %d)\n", sc.Name, sc.mode(), sc.Users, sc.PerUser, sc.Type, sc.Batch)
 		res, err := runScenario(ctx, c, runID, sc, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "bench: %s: %v\n", sc.Name, err)
@@ -113,6 +132,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		results = append(results, res)
 	}
 	printTable(stdout, results)
+	printRatios(stdout, results)
 	for _, r := range results {
 		if r.Throttled > 0 {
 			fmt.Fprintf(stderr, "bench: %s waited out %d 429 answers: raise TURNSTILE_MAX_QUEUE and TURNSTILE_SUBMIT_RATE/_BURST on the server to measure the engine rather than its limits (make bench-compare does)\n", r.Scenario.Name, r.Throttled)

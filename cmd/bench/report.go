@@ -86,15 +86,15 @@ func ms(d time.Duration) string {
 
 func printTable(w io.Writer, results []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tproblems\t429s\trss\t")
+	fmt.Fprintln(tw, "scenario\tmode\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tproblems\t429s\trss\t")
 	for _, r := range results {
 		var rss []string
 		for pid, v := range r.RSS {
 			rss = append(rss, pid+":"+v)
 		}
 		slices.Sort(rss)
-		fmt.Fprintf(tw, "%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%d\t%d\t%s\t\n",
-			r.Scenario.Name, r.Scenario.Users, r.Scenario.PerUser, r.Completed, r.SubmitRate,
+		fmt.Fprintf(tw, "%s\t%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%d\t%d\t%s\t\n",
+			r.Scenario.Name, r.Scenario.mode(), r.Scenario.Users, r.Scenario.PerUser, r.Completed, r.SubmitRate,
 			ms(r.EnqueueP50), ms(r.EnqueueP99), ms(r.PickupP50), ms(r.PickupP99), ms(r.E2EP50), ms(r.E2EP99),
 			len(r.Problems), r.Throttled, strings.Join(rss, " "))
 	}
@@ -121,4 +121,33 @@ func rssOf(pids string) map[string]string {
 		}
 	}
 	return out
+}
+
+// printRatios prints, for each scenario run in both modes, completed
+// requests per second of the default path over the naive one.
+func printRatios(w io.Writer, results []result) {
+	naive := map[string]float64{}
+	for _, r := range results {
+		if r.Scenario.Mode == "naive" {
+			naive[r.Scenario.Name] = r.Completed
+		}
+	}
+	if len(naive) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tdefault completed/s\tnaive completed/s\tdefault ÷ naive\t")
+	for _, r := range results {
+		n, ok := naive[r.Scenario.Name]
+		if r.Scenario.Mode != "" || !ok {
+			continue
+		}
+		ratio := "–"
+		if n > 0 {
+			ratio = strconv.FormatFloat(r.Completed/n, 'f', 2, 64) + "×"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%s\t\n", r.Scenario.Name, r.Completed, n, ratio)
+	}
+	tw.Flush()
 }

@@ -22,7 +22,7 @@ type user struct {
 func runScenario(ctx context.Context, c *client, runID string, sc scenario, progress io.Writer) (result, error) {
 	users := make([]*user, sc.Users)
 	if err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
-		tok, _, err := c.login(ctx, fmt.Sprintf("bench-%s-%s-%d@bench.example.com", runID, sc.Name, i))
+		tok, _, err := c.login(ctx, fmt.Sprintf("bench-%s-%s-%s-%d@bench.example.com", runID, sc.Name, sc.mode(), i))
 		users[i] = &user{token: tok}
 		return err
 	}); err != nil {
@@ -45,7 +45,7 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 				items = append(items, item(sc, i, k))
 			}
 			t0 := time.Now()
-			ids, err := c.submit(ctx, u.token, items)
+			ids, err := c.submit(ctx, u.token, sc.Mode, items)
 			if err != nil {
 				return fmt.Errorf("submit: %w", err)
 			}
@@ -66,16 +66,22 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	}
 	submitTime := time.Since(start)
 
-	// Wait until every session has processed everything it was given.
+	// Wait until each user's last request is final: the session runs a
+	// user's requests in order, so the others are final too (the read-back
+	// below checks that). A 503 or 429 under load is waited out.
 	var done atomic.Int64
 	stopProgress = ticker(progress, func() string { return fmt.Sprintf("   finished users %d/%d", done.Load(), sc.Users) })
 	err = parallel(ctx, 16, sc.Users, func(i int) error {
+		u := users[i]
 		for {
-			st, err := c.session(ctx, users[i].token)
-			if err != nil {
-				return fmt.Errorf("session: %w", err)
+			r, err := c.get(ctx, u.token, u.ids[len(u.ids)-1])
+			if e, ok := err.(*apiError); ok && (e.Status == 503 || e.Status == 429) {
+				err = nil
 			}
-			if st.QueueLength == 0 && st.Running == nil && st.Processed >= int64(len(users[i].ids)) {
+			if err != nil {
+				return fmt.Errorf("waiting for the last request: %w", err)
+			}
+			if r.final() {
 				done.Add(1)
 				return nil
 			}
