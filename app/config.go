@@ -72,8 +72,8 @@ type Config struct {
 	// running system (TURNSTILE_BENCH_MODES=on|off; on in development, off
 	// in production unless set).
 	BenchModes bool
-	AuthRate   int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP
-	AuthBurst  int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP
+	AuthRate   int // TURNSTILE_AUTH_RATE, default 60 register/login/refresh calls per minute per client IP (60000 in development)
+	AuthBurst  int // TURNSTILE_AUTH_BURST, default 120 calls at once per client IP (2000 in development)
 
 	LoginLockoutThreshold int           // TURNSTILE_LOGIN_LOCKOUT_THRESHOLD, default 5 failures per account and client IP
 	LoginLockoutBase      time.Duration // TURNSTILE_LOGIN_LOCKOUT_BASE, default 30s, doubling per further failure
@@ -88,6 +88,10 @@ type Config struct {
 	// TURNSTILE_BATCH_BUDGET (default 250ms).
 	Session workflows.Config
 
+	// WorkflowPollers and ActivityPollers are the worker's concurrent polls
+	// of the task queue (TURNSTILE_WORKFLOW_POLLERS, TURNSTILE_ACTIVITY_POLLERS,
+	// default 2 each, the SDK's). See docs/performance.md for why 2 is kept.
+	WorkflowPollers, ActivityPollers int
 	// MetricsAddr is where a worker serves /metrics
 	// (TURNSTILE_METRICS_ADDR, default 127.0.0.1:9464; "off" disables). The
 	// API serves /metrics on its own address.
@@ -109,6 +113,24 @@ type Config struct {
 	// StartupTimeout bounds how long a service waits for MongoDB and
 	// Temporal at start (TURNSTILE_STARTUP_TIMEOUT, default 60s).
 	StartupTimeout time.Duration
+}
+
+// DevAuthRate and DevAuthBurst are the auth rate limit's defaults in
+// development: a local make run serves one developer, and make bench
+// registers and logs in thousands of users from one address. Production
+// keeps api.DefaultAuthRate/Burst (60 a minute, 120 at once). The per-account
+// login lockout is the same in both.
+const (
+	DevAuthRate  = 60000
+	DevAuthBurst = 2000
+)
+
+// authDefault picks the production or development default by TURNSTILE_ENV.
+func authDefault(getenv func(string) string, prod, dev int) int {
+	if strings.TrimSpace(getenv("TURNSTILE_ENV")) == EnvProduction {
+		return prod
+	}
+	return dev
 }
 
 // maxNum bounds integer settings: far above any sane limit, far below overflow.
@@ -171,17 +193,19 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MaxPageSize:     num("TURNSTILE_MAX_PAGE_SIZE", api.DefaultMaxPageSize),
 		SubmitRate:      num("TURNSTILE_SUBMIT_RATE", api.DefaultSubmitRate),
 		SubmitBurst:     num("TURNSTILE_SUBMIT_BURST", api.DefaultSubmitBurst),
-		AuthRate:        num("TURNSTILE_AUTH_RATE", api.DefaultAuthRate),
-		AuthBurst:       num("TURNSTILE_AUTH_BURST", api.DefaultAuthBurst),
+		AuthRate:        num("TURNSTILE_AUTH_RATE", authDefault(getenv, api.DefaultAuthRate, DevAuthRate)),
+		AuthBurst:       num("TURNSTILE_AUTH_BURST", authDefault(getenv, api.DefaultAuthBurst, DevAuthBurst)),
 
 		LoginLockoutThreshold: num("TURNSTILE_LOGIN_LOCKOUT_THRESHOLD", api.DefaultLoginLockoutThreshold),
 		LoginLockoutBase:      dur("TURNSTILE_LOGIN_LOCKOUT_BASE", api.DefaultLoginLockoutBase),
 		LoginLockoutMax:       dur("TURNSTILE_LOGIN_LOCKOUT_MAX", api.DefaultLoginLockoutMax),
 
-		DataDir:        get("TURNSTILE_DATA_DIR", ".data"),
-		FaultPoint:     get("TURNSTILE_FAULT_POINT", ""),
-		MetricsAddr:    get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
-		StartupTimeout: dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
+		DataDir:         get("TURNSTILE_DATA_DIR", ".data"),
+		FaultPoint:      get("TURNSTILE_FAULT_POINT", ""),
+		MetricsAddr:     get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
+		WorkflowPollers: num("TURNSTILE_WORKFLOW_POLLERS", 2),
+		ActivityPollers: num("TURNSTILE_ACTIVITY_POLLERS", 2),
+		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
 		Session: workflows.Config{
 			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
 			MaxAttempts:      int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),

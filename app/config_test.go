@@ -57,8 +57,8 @@ func TestFromEnvDefaults(t *testing.T) {
 		{"MaxPageSize", c.MaxPageSize, 100},
 		{"SubmitRate", c.SubmitRate, 50},
 		{"SubmitBurst", c.SubmitBurst, 100},
-		{"AuthRate", c.AuthRate, 60},
-		{"AuthBurst", c.AuthBurst, 120},
+		{"AuthRate", c.AuthRate, DevAuthRate},
+		{"AuthBurst", c.AuthBurst, DevAuthBurst},
 		{"LoginLockoutThreshold", c.LoginLockoutThreshold, 5},
 		{"LoginLockoutBase", c.LoginLockoutBase, 30 * time.Second},
 		{"LoginLockoutMax", c.LoginLockoutMax, 15 * time.Minute},
@@ -368,5 +368,15 @@ func TestFromEnvLocalTypes(t *testing.T) {
 		if fmt.Sprint(cfg.Session.LocalTypes) != fmt.Sprint(tc.want) {
 			t.Errorf("TURNSTILE_LOCAL_TYPES=%q: %v, want %v", tc.env, cfg.Session.LocalTypes, tc.want)
 		}
+	}
+}
+
+func TestFromEnvAuthLimitsStrictInProduction(t *testing.T) {
+	c, err := FromEnv(envOf(map[string]string{"TURNSTILE_ENV": "production"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthRate != 60 || c.AuthBurst != 120 {
+		t.Fatalf("production auth limit %d/min, burst %d; want 60, 120", c.AuthRate, c.AuthBurst)
 	}
 }

@@ -210,7 +210,10 @@ func NewWorker(cfg Config, b *Backends, log *slog.Logger) sdkworker.Worker {
 		Requests: b.Store.Requests,
 		Handlers: Registry(cfg),
 		Logger:   log,
-		Options:  sdkworker.Options{},
+		Options: sdkworker.Options{
+			MaxConcurrentWorkflowTaskPollers: cfg.WorkflowPollers,
+			MaxConcurrentActivityTaskPollers: cfg.ActivityPollers,
+		},
 	})
 }
 

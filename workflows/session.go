@@ -48,7 +48,7 @@ type Config struct {
 	// LocalTimeout bounds one try of a local-type request.
 	LocalTimeout time.Duration `json:"local_timeout,omitempty"`
 	// BatchSize is how many consecutive local-type requests at the head of
-	// the queue run in one local activity (each still marked, run and
+	// the queue run in one batch activity (each still started, run and
 	// recorded on its own); BatchBudget is how long a batch may keep
 	// starting requests. 1 runs them one local activity each.
 	BatchSize   int           `json:"batch_size,omitempty"`

@@ -89,8 +89,8 @@ func (c *client) ready(ctx context.Context) error {
 	return c.call(ctx, "GET", "/readyz", "", nil, nil)
 }
 
-// login registers email (if new) and returns an access token.
-func (c *client) login(ctx context.Context, email string) (token, userID string, err error) {
+// login registers email (if new) and returns an access and a refresh token.
+func (c *client) login(ctx context.Context, email string) (token, refresh string, err error) {
 	creds := map[string]string{"email": email, "password": "bench-password-1"}
 	var reg struct{ ID string }
 	if err := c.call(ctx, "POST", "/v1/auth/register", "", creds, &reg); err != nil {
@@ -98,13 +98,26 @@ func (c *client) login(ctx context.Context, email string) (token, userID string,
 			return "", "", fmt.Errorf("register: %w", err)
 		}
 	}
-	var tok struct {
-		AccessToken string `json:"access_token"`
-	}
+	var tok tokens
 	if err := c.call(ctx, "POST", "/v1/auth/login", "", creds, &tok); err != nil {
 		return "", "", fmt.Errorf("login: %w", err)
 	}
-	return tok.AccessToken, reg.ID, nil
+	return tok.AccessToken, tok.RefreshToken, nil
+}
+
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// renew trades a refresh token for new tokens: registering thousands of
+// users (two argon2id hashes each) can outlast an access token.
+func (c *client) renew(ctx context.Context, refresh string) (token, newRefresh string, err error) {
+	var tok tokens
+	if err := c.call(ctx, "POST", "/v1/auth/refresh", "", map[string]string{"refresh_token": refresh}, &tok); err != nil {
+		return "", "", fmt.Errorf("refresh: %w", err)
+	}
+	return tok.AccessToken, tok.RefreshToken, nil
 }
 
 // record is a request as the API reports it.

@@ -76,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	compare := fs.Bool("compare", true, "run each scenario again on the naive path (Turnstile-Execution: naive; the server must allow it, as make run does) and print the ratio")
 	pids := fs.String("rss-pids", "", "comma-separated PIDs whose resident memory is reported after each scenario (e.g. the turnstile dev process)")
+	reuse := fs.String("run-id", "", "reuse the users of an earlier run with this ID (printed at the start) instead of registering new ones")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -113,6 +114,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	runID := time.Now().UTC().Format("20060102t150405")
+	if *reuse != "" {
+		runID = *reuse
+	}
+	fmt.Fprintf(stderr, "run %s\n", runID)
 	var results []result
 	failed := false
 	for _, sc := range todo {

@@ -12,21 +12,37 @@ import (
 // user is one benchmark user and what it submitted, in order.
 type user struct {
 	token   string
+	refresh string
 	ids     []string
 	enqueue []time.Duration // client round trip per submission
 	records []record
 }
 
+// renewAfter: if logging the users in took longer, their tokens are renewed
+// before submitting (access tokens live 15 minutes by default).
+const renewAfter = 5 * time.Minute
+
 // runScenario registers the users, submits, waits until every request is
 // final, reads them all back and computes the result.
 func runScenario(ctx context.Context, c *client, runID string, sc scenario, progress io.Writer) (result, error) {
 	users := make([]*user, sc.Users)
+	loginStart := time.Now()
 	if err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
-		tok, _, err := c.login(ctx, fmt.Sprintf("bench-%s-%s-%s-%d@bench.example.com", runID, sc.Name, sc.mode(), i))
-		users[i] = &user{token: tok}
+		tok, refresh, err := c.login(ctx, fmt.Sprintf("bench-%s-%s-%s-%d@bench.example.com", runID, sc.Name, sc.mode(), i))
+		users[i] = &user{token: tok, refresh: refresh}
 		return err
 	}); err != nil {
 		return result{}, err
+	}
+	if time.Since(loginStart) > renewAfter {
+		// The first tokens may be close to expiring: renew them all.
+		if err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
+			var err error
+			users[i].token, users[i].refresh, err = c.renew(ctx, users[i].refresh)
+			return err
+		}); err != nil {
+			return result{}, err
+		}
 	}
 	fmt.Fprintf(progress, "   %d users ready\n", sc.Users)
 
