@@ -188,6 +188,10 @@ type recorder struct {
 func (r *recorder) Handle(ctx context.Context, job activities.Job) (json.RawMessage, error) {
 	if r.onRun != nil {
 		r.onRun(ctx, job)
+		if err := ctx.Err(); err != nil {
+			// Like a real handler: work cut short by its deadline fails.
+			return nil, err
+		}
 	}
 	r.mu.Lock()
 	r.active++
