@@ -212,12 +212,8 @@ func (r *Requests) transition(ctx context.Context, op, id, owner string, from []
 		if !slices.Contains(from, cur.Status) {
 			return cur, false, nil
 		}
-		res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
-		if err != nil {
-			return nil, false, wrap(op, err)
-		}
-		if res.MatchedCount == 0 {
-			return nil, false, fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
+		if err := r.writeByID(ctx, op, id, update); err != nil {
+			return nil, false, err
 		}
 		return cur, true, nil
 	}
@@ -239,6 +235,20 @@ func (r *Requests) transition(ctx context.Context, op, id, owner string, from []
 		return nil, false, err
 	}
 	return cur, false, nil
+}
+
+// writeByID applies update to request id, found by _id alone (the only
+// filter FerretDB answers from an index); the caller holds its lock and has
+// checked its status. A request gone meanwhile is ErrNotFound.
+func (r *Requests) writeByID(ctx context.Context, op, id string, update bson.D) error {
+	res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
+	if err != nil {
+		return wrap(op, err)
+	}
+	if res.MatchedCount == 0 {
+		return fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
+	}
+	return nil
 }
 
 func set(fields ...bson.E) bson.D { return bson.D{{Key: "$set", Value: bson.D(fields)}} }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"time"
 
@@ -40,14 +39,7 @@ func (r *Requests) Settle(ctx context.Context, id, owner string, now func() time
 		if cur.StartedAt != nil && cur.Status == models.StatusRunning {
 			s.StartedAt = *cur.StartedAt // a retried start keeps the first
 		}
-		res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, settleUpdate(s, true))
-		if err != nil {
-			return cur, true, wrap("settle request", err)
-		}
-		if res.MatchedCount == 0 {
-			return cur, true, fmt.Errorf("store: settle request %s: %w", id, ErrNotFound)
-		}
-		return cur, true, nil
+		return cur, true, r.writeByID(ctx, "settle request", id, settleUpdate(s, true))
 	}
 
 	cur, changed, err := r.transition(ctx, "settle request", id, owner, []models.Status{models.StatusQueued},

@@ -287,15 +287,10 @@ func (s *session) run(ctx workflow.Context) error {
 				return workflow.NewContinueAsNewError(ctx, Session, s.carry())
 			}
 			if !s.paused && len(s.queue) > 0 {
-				if n := s.batchable(); n > 0 {
-					batch := s.queue[:n:n]
-					s.queue = s.queue[n:]
-					running = s.startBatch(ctx, batch)
-				} else {
-					head := s.queue[0]
-					s.queue = s.queue[1:]
-					running = s.start(ctx, head)
-				}
+				n := max(1, s.batchable())
+				batch := s.queue[:n:n]
+				s.queue = s.queue[n:]
+				running = s.start(ctx, batch)
 			}
 		}
 		if err := s.upsertAttributes(ctx); err != nil {
@@ -431,12 +426,19 @@ type batchDone struct {
 	rest     []models.QueuedRequest
 }
 
-// start runs req in its own coroutine and returns a future of its batchDone.
-func (s *session) start(ctx workflow.Context, req models.QueuedRequest) workflow.Future {
-	s.running = &models.RunningEntry{ID: req.ID, Type: req.Type, StartedAt: workflow.Now(ctx)}
+// start runs batch in its own coroutine and returns a future of its
+// batchDone: one request on its own (execute), more with
+// activities.RunBatch (executeBatch).
+func (s *session) start(ctx workflow.Context, batch []models.QueuedRequest) workflow.Future {
+	s.running = &models.RunningEntry{ID: batch[0].ID, Type: batch[0].Type, StartedAt: workflow.Now(ctx)}
+	s.inBatch = batch[1:]
 	fut, set := workflow.NewFuture(ctx)
 	workflow.Go(ctx, func(ctx workflow.Context) {
-		set.Set(batchDone{outcomes: []outcome{s.execute(ctx, req)}}, nil)
+		if len(batch) == 1 {
+			set.Set(batchDone{outcomes: []outcome{s.execute(ctx, batch[0])}}, nil)
+			return
+		}
+		set.Set(s.executeBatch(ctx, batch), nil)
 	})
 	return fut
 }
@@ -459,18 +461,6 @@ func (s *session) batchable() int {
 		return 0 // one alone runs as a local activity: the lowest latency
 	}
 	return n
-}
-
-// startBatch runs batch with activities.RunBatch in its own coroutine and
-// returns a future of its batchDone.
-func (s *session) startBatch(ctx workflow.Context, batch []models.QueuedRequest) workflow.Future {
-	s.running = &models.RunningEntry{ID: batch[0].ID, Type: batch[0].Type, StartedAt: workflow.Now(ctx)}
-	s.inBatch = batch[1:]
-	fut, set := workflow.NewFuture(ctx)
-	workflow.Go(ctx, func(ctx workflow.Context) {
-		set.Set(s.executeBatch(ctx, batch), nil)
-	})
-	return fut
 }
 
 // recordOptions are those of the local activities that write to MongoDB.
