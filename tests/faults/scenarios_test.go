@@ -79,10 +79,12 @@ func TestFault2_FrozenWorkerIsRetriedElsewhereAndItsZombieDoesNotOverlap(t *test
 func TestFault3_TemporalKilledAndRestartedOnItsFile(t *testing.T) {
 	s := newStack(t, stackOptions{workers: 2})
 	users := s.newUsers(5)
-	// Enough ops that users are still submitting when Temporal goes down
-	// and through the outage (each user submits for ~5 s): with 16 the
-	// load could end before the kill once submissions got faster.
-	wait := s.start(t, users, load{perUser: 48, sleepMS: 50, pace: 50 * time.Millisecond, retryFor: 2 * time.Minute})
+	// Users must still be submitting when Temporal goes down and through
+	// the outage: 48 ops 150 ms apart is ~8 s of submissions per user,
+	// while the kill comes a second after the first request reaches the
+	// sink. (With 16 ops 50 ms apart, and in CI even with 48, the load
+	// could end before the kill once submissions got faster.)
+	wait := s.start(t, users, load{perUser: 48, sleepMS: 50, pace: 150 * time.Millisecond, retryFor: 2 * time.Minute})
 
 	s.waitBusy(t, 30*time.Second)
 	time.Sleep(time.Second)
