@@ -53,7 +53,15 @@ func TestE2E_SessionHistoryReplays(t *testing.T) {
 		t.Fatalf("requeued failing request: %+v", done[1])
 	}
 
-	run := shared.backends.Temporal.GetWorkflow(ctx, models.SessionWorkflowID(c.userID), "")
+	replayRecorded(ctx, t, models.SessionWorkflowID(c.userID), 20, "TURNSTILE_RECORD_HISTORY")
+}
+
+// replayRecorded waits for the session run to end, replays its history
+// (at least minEvents long) against the current workflow code and, when the
+// environment variable recordEnv names a file, writes the history there.
+func replayRecorded(ctx context.Context, t *testing.T, workflowID string, minEvents int, recordEnv string) *historypb.History {
+	t.Helper()
+	run := shared.backends.Temporal.GetWorkflow(ctx, workflowID, "")
 	if err := run.Get(ctx, nil); err != nil {
 		t.Fatalf("session run ended with %v", err)
 	}
@@ -66,7 +74,7 @@ func TestE2E_SessionHistoryReplays(t *testing.T) {
 		}
 		hist.Events = append(hist.Events, ev)
 	}
-	if len(hist.Events) < 20 {
+	if len(hist.Events) < minEvents {
 		t.Fatalf("history has only %d events", len(hist.Events))
 	}
 	replayer := sdkworker.NewWorkflowReplayer()
@@ -74,7 +82,7 @@ func TestE2E_SessionHistoryReplays(t *testing.T) {
 	if err := replayer.ReplayWorkflowHistory(nil, hist); err != nil {
 		t.Fatalf("replay of a recorded session failed: %v", err)
 	}
-	if path := os.Getenv("TURNSTILE_RECORD_HISTORY"); path != "" {
+	if path := os.Getenv(recordEnv); path != "" {
 		data, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(hist)
 		if err != nil {
 			t.Fatal(err)
@@ -84,4 +92,5 @@ func TestE2E_SessionHistoryReplays(t *testing.T) {
 		}
 		t.Logf("wrote %d events to %s", len(hist.Events), path)
 	}
+	return hist
 }

@@ -25,12 +25,18 @@ type Config struct {
 	Logger         *slog.Logger
 	HeartbeatEvery time.Duration
 	Options        sdkworker.Options
+	// TaskQueue is models.TaskQueue when empty.
+	TaskQueue string
 }
 
 // New returns a worker on the session task queue with the session workflow
 // and its activities registered. Start it with Run or Start.
 func New(c client.Client, cfg Config) sdkworker.Worker {
-	w := sdkworker.New(c, models.TaskQueue, cfg.Options)
+	queue := cfg.TaskQueue
+	if queue == "" {
+		queue = models.TaskQueue
+	}
+	w := sdkworker.New(c, queue, cfg.Options)
 	RegisterWorkflows(w)
 	w.RegisterActivity(&activities.Activities{
 		Store:          Recorder{cfg.Requests},

@@ -132,8 +132,12 @@ const (
 	// versionBatch: run consecutive local-type requests at the head of the
 	// queue in batches (activities.RunBatch).
 	versionBatch = workflow.Version(3)
+	// versionRedeliver: when a request's regular activity ran out of
+	// attempts by timing out, attempts that never started (a frozen worker's
+	// open polls took them) are given back; see execute.
+	versionRedeliver = workflow.Version(4)
 	// versionLatest is what new runs record.
-	versionLatest = versionBatch
+	versionLatest = versionRedeliver
 )
 
 // outcome is what executing one request ended in.
@@ -584,33 +588,80 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 	input := activities.RunInput{
 		RequestID: req.ID, UserID: s.in.UserID, Type: req.Type, Payload: mark.Payload, PriorAttempts: prior,
 	}
-	var run workflow.Future
-	if s.version >= versionLocal && !req.Naive && slices.Contains(s.cfg.LocalTypes, req.Type) {
-		run = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+	var res activities.RunResult
+	ran := 0 // attempts known to have run, when redeliver counted them
+	local := s.version >= versionLocal && !req.Naive && slices.Contains(s.cfg.LocalTypes, req.Type)
+	if local {
+		err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 			StartToCloseTimeout: s.cfg.LocalTimeout,
 			RetryPolicy:         retry,
-		}), acts.Run, input)
+		}), acts.Run, input).Get(ctx, &res)
 	} else {
-		run = workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			StartToCloseTimeout: s.cfg.ExecTimeout,
 			HeartbeatTimeout:    s.cfg.HeartbeatTimeout,
 			RetryPolicy:         retry,
-		}), acts.Run, input)
+		})
+		err = workflow.ExecuteActivity(actx, acts.Run, input).Get(ctx, &res)
+		if s.version >= versionRedeliver {
+			ran, err = s.redeliver(ctx, actx, retry, &input, &res, err)
+		}
 	}
-	var res activities.RunResult
-	err = run.Get(ctx, &res)
 
 	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID}
 	if err == nil {
 		fin.Status, fin.Result, fin.Attempts = models.StatusSucceeded, res.Result, res.Attempts
 	} else {
-		fin.Status, fin.Error, fin.Attempts = models.StatusFailed, failureMessage(err), s.attemptsOf(err, prior)
+		fin.Status, fin.Error, fin.Attempts = models.StatusFailed, failureMessage(err), s.attemptsOf(err, input.PriorAttempts)
+		if ran > 0 {
+			fin.Attempts = ran
+		}
 	}
 	// Finish retries until MongoDB takes it; it fails only on a bug.
 	if err := workflow.ExecuteLocalActivity(recordCtx, acts.Finish, fin).Get(ctx, nil); err != nil {
 		workflow.GetLogger(ctx).Error("could not record outcome", "request_id", req.ID, "error", err)
 	}
 	return outcome{Status: fin.Status}
+}
+
+// redeliver gives back the attempts of a request's regular activity that
+// timed out without having started. Temporal counts an attempt when it hands
+// the task to a worker's poll; a frozen (not dead) worker's open polls keep
+// taking the retries, which then time out unseen, so a request could fail
+// after MaxAttempts deliveries having run once. Run records every attempt
+// after the first before it starts the handler, and the first is taken as
+// started, so the attempts that ran are known: while fewer ran than were
+// granted, the rest are granted again in a new activity. Each round counts
+// at least one more attempt, so this ends within the request's budget. ran
+// is the count of attempts that ran when it ends on a timeout, else 0.
+func (s *session) redeliver(ctx workflow.Context, actx workflow.Context, retry *temporal.RetryPolicy,
+	input *activities.RunInput, res *activities.RunResult, err error) (ran int, _ error) {
+	var acts *activities.Activities
+	granted := input.PriorAttempts + int(retry.MaximumAttempts)
+	for {
+		var timeoutErr *temporal.TimeoutError
+		if err == nil || !errors.As(err, &timeoutErr) {
+			return 0, err
+		}
+		// MarkRunning on a running request changes nothing and reads its
+		// recorded attempts.
+		var mark activities.MarkRunningResult
+		if rerr := workflow.ExecuteLocalActivity(s.recordOptions(ctx, recordTimeout), acts.MarkRunning,
+			activities.MarkRunningInput{RequestID: input.RequestID, UserID: input.UserID}).Get(ctx, &mark); rerr != nil ||
+			mark.Status != models.StatusRunning {
+			return 0, err
+		}
+		ran = max(mark.Attempts, input.PriorAttempts+1)
+		if ran >= granted {
+			return ran, err
+		}
+		workflow.GetLogger(ctx).Warn("attempts timed out without starting; granting them again",
+			"request_id", input.RequestID, "ran", ran, "granted", granted)
+		rerun := *retry
+		rerun.MaximumAttempts = int32(granted - ran)
+		input.PriorAttempts = ran
+		err = workflow.ExecuteActivity(workflow.WithRetryPolicy(actx, rerun), acts.Run, *input).Get(ctx, res)
+	}
 }
 
 // failureMessage is the innermost cause of an activity failure, which is what
