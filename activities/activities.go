@@ -21,10 +21,18 @@ const (
 	ErrTypeUnknownType = "UnknownType"
 	// ErrTypeRetryable marks an ordinary handler failure.
 	ErrTypeRetryable = "HandlerError"
+	// ErrTypeNotRunning marks an attempt that found its request no longer
+	// running (a stale one, e.g. taken by a worker that was frozen) and so
+	// did not run it.
+	ErrTypeNotRunning = "NotRunning"
 )
 
 // ErrNotFound is what a Recorder returns for a request it does not hold.
 var ErrNotFound = errors.New("request not found")
+
+// ErrNotRunning is what Recorder.SetAttempts returns for a request that is
+// not running.
+var ErrNotRunning = errors.New("request not running")
 
 // Recorder is the part of the request store the activities write to. Every
 // method must be idempotent: activities are retried.
@@ -145,8 +153,17 @@ func (a *Activities) Run(ctx context.Context, in RunInput) (RunResult, error) {
 	info := activity.GetInfo(ctx)
 	attempt := in.PriorAttempts + int(info.Attempt)
 	if info.Attempt > 1 {
-		// Best effort: the final count is written by Finish anyway.
-		if err := a.Store.SetAttempts(ctx, in.RequestID, attempt); err != nil {
+		// The session counts the attempts that ran by this (see its
+		// redeliver); otherwise best effort: Finish writes the final count.
+		err := a.Store.SetAttempts(ctx, in.RequestID, attempt)
+		if errors.Is(err, ErrNotRunning) {
+			// The request ended (or went back to the queue) since this
+			// attempt was handed out: running it now would run it again.
+			a.logger(ctx, in.RequestID, in.UserID).Warn("stale attempt not run", "err", err)
+			return RunResult{}, temporal.NewNonRetryableApplicationError("request no longer running; stale attempt not run",
+				ErrTypeNotRunning, err, FailureDetails{Attempts: attempt - 1})
+		}
+		if err != nil {
 			a.logger(ctx, in.RequestID, in.UserID).Warn("could not record attempt", "err", err)
 		}
 	}

@@ -66,7 +66,11 @@ func (r Recorder) MarkRunning(ctx context.Context, id string, now time.Time) (*m
 
 // SetAttempts implements activities.Recorder.
 func (r Recorder) SetAttempts(ctx context.Context, id string, attempts int) error {
-	return mapNotFound(r.Requests.SetAttempts(ctx, id, attempts))
+	err := r.Requests.SetAttempts(ctx, id, attempts)
+	if errors.Is(err, store.ErrConflict) {
+		return errors.Join(activities.ErrNotRunning, err)
+	}
+	return mapNotFound(err)
 }
 
 // Finish implements activities.Recorder.

@@ -115,3 +115,26 @@ func TestSessionWithFakeStore_SwallowedAttemptsAreGrantedAgainOnlyWithinTheBudge
 		t.Fatalf("r1 error %q", r.Error)
 	}
 }
+
+// An attempt handed out before its request ended (a zombie worker's, in
+// practice) finds it no longer running and does not run it again.
+func TestSessionWithFakeStore_StaleAttemptOfAnEndedRequestDoesNotRun(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["r1"] = 1
+	h.work.onRun = func(_ context.Context, job activities.Job) {
+		if job.ID == "r1" && job.Attempt == 1 {
+			// Its outcome is recorded elsewhere meanwhile.
+			_ = h.store.Finish(context.Background(), "r1", models.StatusSucceeded, `"elsewhere"`, "", 1, time.Now())
+		}
+	}
+	h.submitAt(0, "r1", "r2")
+	h.signalAt(time.Hour, models.SignalClose, nil)
+	h.run(Input{})
+	if n := h.work.callsOf("r1"); n != 1 {
+		t.Fatalf("r1's handler ran %d times, want 1", n)
+	}
+	if r := h.store.get("r1"); r.Status != models.StatusSucceeded || r.Result != `"elsewhere"` {
+		t.Fatalf("r1 is %s (%q): the stale attempt changed it", r.Status, r.Result)
+	}
+	h.wantRan("r2")
+}

@@ -154,6 +154,9 @@ func (f *fakeStore) MarkRunning(_ context.Context, id string, now time.Time) (*m
 func (f *fakeStore) SetAttempts(_ context.Context, id string, n int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.reqs[id].Status != models.StatusRunning {
+		return activities.ErrNotRunning // as the store's ErrConflict
+	}
 	f.reqs[id].Attempts = n
 	return nil
 }
