@@ -8,7 +8,9 @@
 // status): atomic on MongoDB, but a read followed by a write on FerretDB v1,
 // which Options.SerializeUpdates covers for a single process. Refresh tokens
 // are designed to need no atomic update at all. Lookups by ID filter on _id
-// alone, the only filter FerretDB v1 runs in SQLite rather than by a scan.
+// alone, the only filter FerretDB v1 runs in SQLite rather than by a scan;
+// for the same reason a user is found by email through user_emails, whose
+// _id is the email.
 package store
 
 import (
@@ -35,6 +37,7 @@ var (
 // Collection names.
 const (
 	UsersCollection         = "users"
+	UserEmailsCollection    = "user_emails" // email → user ID; see Users
 	RequestsCollection      = "requests"
 	RefreshTokensCollection = "refresh_tokens"
 )
@@ -122,7 +125,12 @@ func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, 
 func newStore(client *mongo.Client, db *mongo.Database, serialize bool) *Store {
 	locks := func(coll string) docLocks { return docLocks{on: serialize, ns: db.Name() + "." + coll} }
 	return &Store{
-		Users:    &Users{c: db.Collection(UsersCollection), locks: locks(UsersCollection)},
+		Users: &Users{
+			c:          db.Collection(UsersCollection),
+			locks:      locks(UsersCollection),
+			emails:     db.Collection(UserEmailsCollection),
+			emailLocks: locks(UserEmailsCollection),
+		},
 		Requests: &Requests{c: db.Collection(RequestsCollection), locks: locks(RequestsCollection)},
 		Tokens: &RefreshTokens{
 			c:        db.Collection(RefreshTokensCollection),
@@ -157,9 +165,11 @@ func (s *Store) DropDatabase(ctx context.Context) error {
 	return nil
 }
 
-// EnsureIndexes creates the collections' indexes (and so the collections).
+// EnsureIndexes creates the collections' indexes (and so the collections),
+// and gives users created before user_emails existed their email document.
 // It is idempotent: indexes that exist with the same keys and options are
-// left alone.
+// left alone, and the email backfill only walks the users when the two
+// collections' counts differ.
 func (s *Store) EnsureIndexes(ctx context.Context) error {
 	for _, set := range []struct {
 		c       *mongo.Collection
@@ -179,7 +189,7 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 			}
 		}
 	}
-	return nil
+	return s.Users.ensureEmails(ctx)
 }
 
 func orDefault(d, def time.Duration) time.Duration {
