@@ -36,7 +36,7 @@ BENCH_API   ?= http://127.0.0.1:8080
 BENCH_FLAGS ?=
 bench:
 	$(GO) build -o $(BIN)/bench ./cmd/bench
-	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -f 'turnstile dev' || true)" -json $(BIN)/bench.json $(BENCH_FLAGS)
+	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -x turnstile || true)" -json $(BIN)/bench.json $(BENCH_FLAGS)
 
 ## tools: test tools from outside Go (promtool for the deployment checks)
 tools:

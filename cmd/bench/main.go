@@ -40,6 +40,12 @@ type scenario struct {
 	Type        string `json:"type"`        // request type
 	SleepMS     int    `json:"sleep_ms"`    // payload of type sleep
 	Concurrency int    `json:"concurrency"` // users submitting at once
+	// Rate, when set, offers submissions open-loop at this many a second in
+	// all, round robin over the users (each user's own submissions stay one
+	// at a time, so its order is known); Concurrency is then every user. A
+	// submission's enqueue latency counts from when it was due, so a server
+	// that falls behind shows it.
+	Rate float64 `json:"rate,omitempty"`
 	// Mode is the Turnstile-Execution header: "" (default) or "naive".
 	Mode string `json:"mode,omitempty"`
 }
@@ -59,19 +65,22 @@ var standard = []scenario{
 	{Name: "fan-in", Users: 2000, PerUser: 5, Batch: 1, Type: "echo", Concurrency: 32},
 	{Name: "idle-pickup", Users: 1, PerUser: 50, Batch: 1, Sequential: true, Type: "echo", Concurrency: 1},
 	{Name: "idle-sessions", Users: 10000, PerUser: 1, Batch: 1, Type: "echo", Concurrency: 32},
+	// The enqueue target: 500 submissions a second offered for 10 s.
+	{Name: "enqueue-500", Users: 200, PerUser: 25, Batch: 1, Type: "echo", Concurrency: 32, Rate: 500},
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	api := fs.String("api", "http://127.0.0.1:8080", "Turnstile API base URL")
-	names := fs.String("scenarios", "one-user-burst,many-users,fan-in,idle-pickup", "comma-separated standard scenarios: "+scenarioNames())
+	names := fs.String("scenarios", "one-user-burst,many-users,enqueue-500,fan-in,idle-pickup", "comma-separated standard scenarios: "+scenarioNames())
 	users := fs.Int("users", 0, "custom run: number of users (overrides -scenarios)")
 	perUser := fs.Int("requests", 100, "custom run: requests per user")
 	batch := fs.Int("batch", 1, "custom run: requests per submission (POST /v1/requests/batch when > 1)")
 	typ := fs.String("type", "echo", "custom run: request type (echo or sleep)")
 	sleepMS := fs.Int("sleep-ms", 10, "custom run: ms per sleep request")
 	conc := fs.Int("concurrency", 16, "custom run: users submitting at once")
+	rate := fs.Float64("rate", 0, "custom run: offer this many submissions a second, open loop (0: as fast as -concurrency allows)")
 	scale := fs.Float64("scale", 1, "multiply the standard scenarios' user counts (e.g. 0.1 for a quick run)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	compare := fs.Bool("compare", true, "run each scenario again on the naive path (Turnstile-Execution: naive; the server must allow it, as make run does) and print the ratio")
@@ -83,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var todo []scenario
 	if *users > 0 {
-		todo = []scenario{{Name: "custom", Users: *users, PerUser: *perUser, Batch: *batch, Type: *typ, SleepMS: *sleepMS, Concurrency: *conc}}
+		todo = []scenario{{Name: "custom", Users: *users, PerUser: *perUser, Batch: *batch, Type: *typ, SleepMS: *sleepMS, Concurrency: *conc, Rate: *rate}}
 	} else {
 		for _, n := range strings.Split(*names, ",") {
 			sc, ok := lookup(strings.TrimSpace(n))

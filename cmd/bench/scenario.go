@@ -53,7 +53,11 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 		return fmt.Sprintf("   submitted %d/%d", submitted.Load(), total)
 	})
 	start := time.Now()
-	err := parallel(ctx, sc.Concurrency, sc.Users, func(i int) error {
+	conc := sc.Concurrency
+	if sc.Rate > 0 {
+		conc = sc.Users
+	}
+	err := parallel(ctx, conc, sc.Users, func(i int) error {
 		u := users[i]
 		for n := 0; n < sc.PerUser; n += sc.Batch {
 			items := make([]map[string]any, 0, sc.Batch)
@@ -61,6 +65,13 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 				items = append(items, item(sc, i, k))
 			}
 			t0 := time.Now()
+			if sc.Rate > 0 {
+				// Due at the (n/Batch·Users + i)th tick of the offered rate.
+				t0 = start.Add(time.Duration(float64((n/sc.Batch)*sc.Users+i) / sc.Rate * float64(time.Second)))
+				if err := sleep(ctx, time.Until(t0)); err != nil {
+					return err
+				}
+			}
 			ids, err := c.submit(ctx, u.token, sc.Mode, items)
 			if err != nil {
 				return fmt.Errorf("submit: %w", err)
