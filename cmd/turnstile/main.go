@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return fmt.Errorf("configuration: %w", err)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	startPprof(getenv("TURNSTILE_PPROF_ADDR"), log)
+	startPprof(ctx, getenv("TURNSTILE_PPROF_ADDR"), log)
 	switch args[0] {
 	case "api":
 		return runAPI(ctx, cfg, log.With("service", "api"))
