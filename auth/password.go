@@ -8,14 +8,16 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 )
 
 // Argon2id parameters for new hashes: the OWASP Password Storage Cheat Sheet
-// minimum for argon2id (19 MiB of memory, two passes, one lane). Each check
-// allocates Memory KiB, so the API should bound concurrent logins.
+// minimum for argon2id (19 MiB of memory, two passes, one lane). Each hash
+// allocates Memory KiB, so at most hashSlots run at once (see argon2ID).
 const (
 	Argon2Memory  uint32 = 19 * 1024 // KiB
 	Argon2Time    uint32 = 2
@@ -78,7 +80,7 @@ func CheckPassword(hash, pw string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	got := argon2.IDKey([]byte(pw), salt, p.time, p.memory, p.threads, uint32(len(want)))
+	got := argon2ID(pw, salt, p, uint32(len(want)))
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
@@ -134,5 +136,30 @@ func decodeHash(hash string) (p argon2Params, salt, key []byte, err error) {
 }
 
 func argon2Key(pw string, salt []byte, p argon2Params) []byte {
-	return argon2.IDKey([]byte(pw), salt, p.time, p.memory, p.threads, KeyLen)
+	return argon2ID(pw, salt, p, KeyLen)
+}
+
+// hashSlots bounds the argon2id computations running at once. They are
+// CPU-bound, so more than a couple per CPU only adds memory: 32 concurrent
+// logins held 608 MiB of hash memory (a benchmark's registrations left the
+// process at 1.46 GB resident). Callers past the bound wait their turn.
+var hashSlots = make(chan struct{}, max(2, 2*runtime.GOMAXPROCS(0)))
+
+// hashing and hashingPeak count the computations in progress and the most
+// seen at once (tests read them).
+var hashing, hashingPeak atomic.Int32
+
+// argon2ID is argon2.IDKey within a hash slot.
+func argon2ID(pw string, salt []byte, p argon2Params, keyLen uint32) []byte {
+	hashSlots <- struct{}{}
+	defer func() { <-hashSlots }()
+	n := hashing.Add(1)
+	defer hashing.Add(-1)
+	for {
+		peak := hashingPeak.Load()
+		if n <= peak || hashingPeak.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+	return argon2.IDKey([]byte(pw), salt, p.time, p.memory, p.threads, keyLen)
 }

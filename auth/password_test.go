@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -115,5 +116,29 @@ func TestDummyCheckCostsLikeCheckPassword(t *testing.T) {
 	// doubling), not against scheduler noise.
 	if dummy < check/3 || dummy > check*3 {
 		t.Fatalf("DummyCheck took %v, CheckPassword %v: want about the same", dummy, check)
+	}
+}
+
+// Each argon2id computation holds 19 MiB: however many logins arrive at once,
+// only hashSlots compute together, and more than one may.
+func TestPasswordHashingIsBoundedInConcurrency(t *testing.T) {
+	hash, err := HashPassword("correct horse battery staple")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hashingPeak.Store(0)
+	var wg sync.WaitGroup
+	for range 4 * cap(hashSlots) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, err := CheckPassword(hash, "correct horse battery staple"); !ok || err != nil {
+				t.Errorf("CheckPassword = %v, %v", ok, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if peak := hashingPeak.Load(); peak > int32(cap(hashSlots)) || peak < 2 {
+		t.Fatalf("%d hashes ran at once, want 2..%d", peak, cap(hashSlots))
 	}
 }
