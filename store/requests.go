@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -46,6 +47,11 @@ const compensationTimeout = 5 * time.Second
 type Requests struct {
 	c     *mongo.Collection
 	locks docLocks
+	// unsettled holds, with SerializeUpdates, the requests Settle ran but
+	// could not record (the write failed): still queued in the store, they
+	// count as running for every state change until their outcome is
+	// written, so a cancel cannot win over a request that ran.
+	unsettled sync.Map // id -> models.Settlement
 }
 
 // Insert stores reqs in order, all or none. Each needs an ID and a UserID. If
@@ -209,11 +215,18 @@ func (r *Requests) transition(ctx context.Context, op, id, owner string, from []
 		if err != nil {
 			return nil, false, err
 		}
+		_, ran := r.unsettled.Load(id)
+		if ran && cur.Status == models.StatusQueued {
+			cur.Status = models.StatusRunning
+		}
 		if !slices.Contains(from, cur.Status) {
 			return cur, false, nil
 		}
 		if err := r.writeByID(ctx, op, id, update); err != nil {
 			return nil, false, err
+		}
+		if ran {
+			r.unsettled.Delete(id) // its outcome, or a later state, is written
 		}
 		return cur, true, nil
 	}

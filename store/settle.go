@@ -24,6 +24,12 @@ import (
 // it (MongoDB) it is marked running first, conditionally and atomically,
 // and then settled: every step is one indexed findOneAndUpdate. run must be
 // short: it holds the lock.
+//
+// On the locked path a final outcome whose write fails is remembered in
+// this process: until it is written (by Finish, or by a Settle of the same
+// request, which writes it instead of running the request again) every
+// state change sees the request as running, so a cancel cannot win over a
+// request that ran.
 func (r *Requests) Settle(ctx context.Context, id, owner string, now func() time.Time, run func(cur *models.Request) models.Settlement) (*models.Request, bool, error) {
 	startable := []models.Status{models.StatusQueued, models.StatusRunning}
 	if r.locks.on {
@@ -35,11 +41,28 @@ func (r *Requests) Settle(ctx context.Context, id, owner string, now func() time
 		if !slices.Contains(startable, cur.Status) {
 			return cur, false, nil
 		}
+		if v, ran := r.unsettled.Load(id); ran {
+			// It ran and its outcome could not be written: write that
+			// outcome now rather than run it again.
+			s := v.(models.Settlement)
+			if err := r.writeByID(ctx, "settle request", id, settleUpdate(s, true)); err != nil {
+				return nil, false, err
+			}
+			r.unsettled.Delete(id)
+			cur.Status = s.Status
+			return cur, false, nil
+		}
 		s := run(cur)
 		if cur.StartedAt != nil && cur.Status == models.StatusRunning {
 			s.StartedAt = *cur.StartedAt // a retried start keeps the first
 		}
-		return cur, true, r.writeByID(ctx, "settle request", id, settleUpdate(s, true))
+		if err := r.writeByID(ctx, "settle request", id, settleUpdate(s, true)); err != nil {
+			if s.Status.Final() {
+				r.unsettled.Store(id, s)
+			}
+			return cur, true, err
+		}
+		return cur, true, nil
 	}
 
 	cur, changed, err := r.transition(ctx, "settle request", id, owner, []models.Status{models.StatusQueued},

@@ -332,3 +332,54 @@ func TestSettleCancelDuringRunLoses(t *testing.T) {
 		}
 	})
 }
+
+// On the locked path, a request that ran but whose outcome could not be
+// written is still queued in the store. Until the outcome is written, by the
+// session's Finish or by a Settle of the same request (which must not run it
+// again), a cancel must not win over it.
+func TestSettleUnrecordedOutcomeIsNotCancelledNorRunAgain(t *testing.T) {
+	for _, finishBy := range []string{"Finish", "Settle"} {
+		t.Run(finishBy, func(t *testing.T) {
+			s := settleStore(t, true)
+			ctx := testContext(t)
+			r := queued(t, "alice")
+			mustInsert(t, s, r)
+
+			// The write after run fails: run cancels the context it is given.
+			wctx, cancel := context.WithCancel(ctx)
+			_, called, err := s.Requests.Settle(wctx, r.ID, "alice", settleNow(time.Minute), func(*models.Request) models.Settlement {
+				cancel()
+				return models.Settlement{Status: models.StatusSucceeded, Result: `"ran"`, Attempts: 1,
+					StartedAt: t0.Add(time.Minute), FinishedAt: t0.Add(2 * time.Minute)}
+			})
+			if err == nil || !called {
+				t.Fatalf("Settle = called %v, err %v; want the write to fail after run", called, err)
+			}
+			if got, err := s.Requests.Get(ctx, "alice", r.ID); err != nil || got.Status != models.StatusQueued {
+				t.Fatalf("stored request = %+v, %v; want it still queued (the write failed)", got, err)
+			}
+			if c, err := s.Requests.CancelQueued(ctx, "alice", r.ID, t0.Add(3*time.Minute)); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("CancelQueued of a request that ran = %+v, %v; want ErrConflict", c, err)
+			}
+
+			switch finishBy {
+			case "Finish":
+				if err := s.Requests.Finish(ctx, r.ID, models.StatusSucceeded, `"ran"`, "", 1, t0.Add(2*time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+			case "Settle":
+				cur, called, err := s.Requests.Settle(ctx, r.ID, "alice", settleNow(4*time.Minute), mustNotRun(t))
+				if err != nil || called || cur.Status != models.StatusSucceeded {
+					t.Fatalf("second Settle = %+v, called %v, %v; want the remembered outcome written", cur, called, err)
+				}
+			}
+			got, err := s.Requests.Get(ctx, "alice", r.ID)
+			if err != nil || got.Status != models.StatusSucceeded || got.Result != `"ran"` || !timeIs(got.FinishedAt, t0.Add(2*time.Minute)) {
+				t.Fatalf("stored request = %+v, %v; want succeeded with the outcome of the run", got, err)
+			}
+			if _, err := s.Requests.CancelQueued(ctx, "alice", r.ID, t0.Add(5*time.Minute)); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("CancelQueued after the outcome = %v; want ErrConflict", err)
+			}
+		})
+	}
+}
