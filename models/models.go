@@ -3,7 +3,12 @@
 // signals and queries. It depends on nothing but the standard library.
 package models
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
 
 // Role is what a user may do: RoleUser submits requests, RoleAdmin also steers
 // every user's queue.
@@ -51,8 +56,12 @@ func (s Status) Valid() bool {
 // Request is one unit of a user's work as MongoDB records it. Payload and
 // Result are JSON documents kept as text, so any JSON value round-trips.
 type Request struct {
-	ID             string     `bson:"_id"`
-	UserID         string     `bson:"user_id"`
+	ID     string `bson:"_id"`
+	UserID string `bson:"user_id"`
+	// Seq is the request's place in its user's sequence, assigned when it
+	// is accepted (0 for requests accepted before sequencing). Its ID is
+	// RequestID(UserID, Seq).
+	Seq            int64      `bson:"seq,omitempty"`
 	Type           string     `bson:"type"`
 	Payload        string     `bson:"payload"`
 	IdempotencyKey string     `bson:"idempotency_key,omitempty"`
@@ -89,6 +98,10 @@ const (
 	// to the tail of the queue. Unlike SignalSubmit it runs a request ID the
 	// session has seen before (session version 1 and later).
 	SignalRequeue = "requeue"
+	// SignalDeliver carries a Delivery: sequenced entries of the user's
+	// inbox (session version 5 and later). The session takes in entries
+	// after the highest sequence number it has, in order.
+	SignalDeliver = "deliver"
 	// QueryState returns a SessionState.
 	QueryState = "state"
 )
@@ -106,6 +119,10 @@ type QueuedRequest struct {
 	// Tried is set by the session on a request whose first attempt failed
 	// in a batch: the attempts already made count against its budget.
 	Tried int `json:"tried,omitempty"`
+	// Seq is the inbox entry's sequence number (0 on requests signalled
+	// before sequencing). For a requeued request it is the requeue's entry,
+	// not the request's own Seq.
+	Seq int64 `json:"seq,omitempty"`
 	// Naive asks for the straightforward path: a regular activity of its
 	// own, never a local activity or a batch. The benchmark compares the
 	// two on one running system (Turnstile-Execution: naive).
@@ -115,6 +132,40 @@ type QueuedRequest struct {
 // Submission is the payload of SignalSubmit: requests to append, in order.
 type Submission struct {
 	Requests []QueuedRequest `json:"requests"`
+}
+
+// Delivery is the payload of SignalDeliver: the user's inbox entries with
+// sequence numbers in (After, Through], in order. Entries skipped in that
+// range (a batch that was never committed, a request cancelled before
+// delivery) are simply absent. A session whose highest sequence number is
+// below After has missed entries and reads them from the store.
+type Delivery struct {
+	After   int64           `json:"after"`
+	Through int64           `json:"through"`
+	Entries []QueuedRequest `json:"entries"`
+}
+
+// seqDigits is the zero-padded width of a sequence number in a request ID,
+// so IDs of one user sort in sequence order.
+const seqDigits = 12
+
+// RequestID is the ID of userID's request with sequence number seq.
+func RequestID(userID string, seq int64) string {
+	return fmt.Sprintf("%s-%0*d", userID, seqDigits, seq)
+}
+
+// ParseRequestID splits an ID made by RequestID; ok is false for any other
+// string (including the UUIDs of requests accepted before sequencing).
+func ParseRequestID(id string) (userID string, seq int64, ok bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 || len(id)-i-1 != seqDigits {
+		return "", 0, false
+	}
+	n, err := strconv.ParseInt(id[i+1:], 10, 64)
+	if err != nil || n <= 0 {
+		return "", 0, false
+	}
+	return id[:i], n, true
 }
 
 // CancelSignal is the payload of SignalCancel.

@@ -46,6 +46,7 @@ const compensationTimeout = 5 * time.Second
 // and outcome. MongoDB is its system of record; Temporal runs it.
 type Requests struct {
 	c     *mongo.Collection
+	keys  *mongo.Collection // idempotency key → request IDs (RememberKey)
 	locks docLocks
 	// unsettled holds, with SerializeUpdates, the requests Settle ran but
 	// could not record (the write failed): still queued in the store, they
@@ -110,14 +111,24 @@ func (r *Requests) Insert(ctx context.Context, reqs ...models.Request) error {
 func (r *Requests) Get(ctx context.Context, userID, id string) (*models.Request, error) {
 	// Filter by _id alone, which FerretDB pushes down to SQLite, and check
 	// the owner here.
-	var req models.Request
-	if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&req); err != nil {
+	var d entryDoc
+	if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d); err != nil {
 		return nil, notFound("get request", err)
 	}
-	if userID != "" && req.UserID != userID {
+	if (userID != "" && d.UserID != userID) || d.void() || d.RequeueOf != "" {
 		return nil, fmt.Errorf("store: get request: %w", ErrNotFound)
 	}
-	return &req, nil
+	if d.end() > d.Seq {
+		// A batch member counts once its batch is committed.
+		last, err := r.entry(ctx, d.UserID, d.end())
+		if errors.Is(err, ErrNotFound) || (err == nil && last.void()) {
+			return nil, fmt.Errorf("store: get request: %w", ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return &d.Request, nil
 }
 
 // ByIdempotencyKey returns userID's request made with idempotency key key.
@@ -142,6 +153,10 @@ func (r *Requests) List(ctx context.Context, userID string, status models.Status
 	}
 	if status != "" {
 		filter = append(filter, bson.E{Key: "status", Value: status})
+	} else {
+		// Requests only: not the inbox's tombstones and requeue entries.
+		filter = append(filter, bson.E{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{
+			models.StatusQueued, models.StatusRunning, models.StatusSucceeded, models.StatusFailed, models.StatusCancelled}}}})
 	}
 	if beforeID != "" {
 		filter = append(filter, bson.E{Key: "_id", Value: bson.D{{Key: "$lt", Value: beforeID}}})

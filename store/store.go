@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
@@ -84,6 +85,7 @@ type Options struct {
 type Store struct {
 	Users    *Users
 	Requests *Requests
+	Queues   *Queues
 	Tokens   *RefreshTokens
 
 	client *mongo.Client
@@ -131,7 +133,11 @@ func newStore(client *mongo.Client, db *mongo.Database, serialize bool) *Store {
 			emails:     db.Collection(UserEmailsCollection),
 			emailLocks: locks(UserEmailsCollection),
 		},
-		Requests: &Requests{c: db.Collection(RequestsCollection), locks: locks(RequestsCollection)},
+		Requests: &Requests{
+			c: db.Collection(RequestsCollection), locks: locks(RequestsCollection),
+			keys: db.Collection(IdempotencyCollection),
+		},
+		Queues: &Queues{c: db.Collection(QueuesCollection), locks: locks(QueuesCollection)},
 		Tokens: &RefreshTokens{
 			c:        db.Collection(RefreshTokensCollection),
 			families: db.Collection(RefreshFamiliesCollection),
@@ -178,6 +184,11 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 		{s.Users.c, userIndexes},
 		{s.Requests.c, requestIndexes},
 		{s.Tokens.c, refreshTokenIndexes},
+		// No secondary indexes: these are read by _id only; the index
+		// creates the collection, so the embedded launcher's _id
+		// expression index goes on it too.
+		{s.Queues.c, []mongo.IndexModel{{Keys: bson.D{{Key: "updated_at", Value: 1}}, Options: options.Index().SetName("updated_at")}}},
+		{s.Requests.keys, []mongo.IndexModel{{Keys: bson.D{{Key: "ids", Value: 1}}, Options: options.Index().SetName("ids")}}},
 		{s.Tokens.families, refreshFamilyIndexes},
 	} {
 		// One index per command: FerretDB v1.24 panics (and drops the

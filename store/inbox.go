@@ -1,0 +1,569 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/turnstile/turnstile/models"
+)
+
+// A user's inbox is their requests in sequence order. Each accepted request
+// is a document with _id models.RequestID(user, seq), so every read and
+// write of one request, and every walk along a user's sequence, is a lookup
+// by _id: the only filter FerretDB v1 answers from an index, and cheap on
+// MongoDB too. Nothing here needs a multi-document transaction.
+//
+// The rules that keep the sequence whole (docs/architecture.md, "The inbox"):
+//
+//   - Allocation is the insert. A submitter tries seq n only after seeing
+//     n-1 committed (it read a tail hint ≥ n-1, or n-1 already existed), and
+//     the _id's uniqueness lets exactly one insert of n win. So committed
+//     entries always form a prefix 1..N: there is no number that was handed
+//     out and never used, and a later submission always gets a higher number.
+//   - A batch of k takes n..n+k-1 in one ordered insert; every member names
+//     its range (batch_start, batch_end). It is committed when its last
+//     member exists. A walker that meets a batch whose last member is
+//     missing waits (nothing after it is delivered: no overtaking), and
+//     after AbandonAfter writes a tombstone in the last member's place,
+//     which voids the batch; the _id arbitrates between that tombstone and
+//     a late insert, so the batch is either wholly committed or wholly void.
+//   - An insert whose outcome is unknown (a timeout) is settled the same
+//     way: the submitter writes the tombstone itself and learns from the
+//     duplicate-key error whether its insert had landed.
+//
+// The "queues" collection keeps one small document per user with hints
+// (each at most the truth): tail, the highest committed sequence number;
+// delivered, the highest a session is known to hold; low, the first entry
+// not yet handled by a session. The relay finds users with tail > delivered
+// by reading these documents, never the requests.
+
+// Collections of the inbox.
+const (
+	QueuesCollection      = "queues"
+	IdempotencyCollection = "idempotency"
+)
+
+// Document kinds besides requests in the requests collection. Their status
+// is none of models.Status, so counts and scans by status skip them.
+const (
+	statusVoid    models.Status = "void"    // a tombstone
+	statusRequeue models.Status = "requeue" // a requeue entry
+)
+
+// DefaultAbandonAfter is how long a batch may stay half-inserted before a
+// walker voids it: far beyond any live submission's backend timeout.
+const DefaultAbandonAfter = 30 * time.Second
+
+// maxAppendTries bounds Append's retries on a taken sequence number; each
+// retry means another submission of the user won that number.
+const maxAppendTries = 64
+
+// Queue is a user's inbox bookkeeping: hints, each at most the truth.
+type Queue struct {
+	UserID    string    `bson:"_id"`
+	Tail      int64     `bson:"tail"`
+	Delivered int64     `bson:"delivered"`
+	Low       int64     `bson:"low"`
+	UpdatedAt time.Time `bson:"updated_at"`
+}
+
+// Pending is how many entries may still wait or run: tail - low + 1, an
+// upper bound (cancelled entries in between count until a session passes
+// them).
+func (q Queue) Pending() int64 { return max(0, q.Tail-max(q.Low, 1)+1) }
+
+// Position estimates where entry seq stands in the queue (1 = next).
+func (q Queue) Position(seq int64) int { return int(max(1, seq-max(q.Low, 1)+1)) }
+
+// Queues is the per-user inbox documents.
+type Queues struct {
+	c     *mongo.Collection
+	locks docLocks
+}
+
+// Get returns userID's queue document; a user who never submitted has a
+// zero one.
+func (q *Queues) Get(ctx context.Context, userID string) (Queue, error) {
+	var doc Queue
+	err := q.c.FindOne(ctx, bson.D{{Key: "_id", Value: userID}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return Queue{UserID: userID}, nil
+	}
+	if err != nil {
+		return Queue{}, wrap("get queue", err)
+	}
+	return doc, nil
+}
+
+// raise sets field to at least v (upserting the document).
+func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now time.Time) error {
+	defer q.locks.lock(userID)()
+	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
+		bson.D{{Key: "$max", Value: bson.D{{Key: field, Value: v}}}, {Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return wrap("raise queue "+field, err)
+	}
+	return nil
+}
+
+// Committed records that userID's entries through tail are committed.
+func (q *Queues) Committed(ctx context.Context, userID string, tail int64, now time.Time) error {
+	return q.raise(ctx, userID, "tail", tail, now)
+}
+
+// Delivered records that a session holds userID's entries through seq.
+func (q *Queues) Delivered(ctx context.Context, userID string, seq int64, now time.Time) error {
+	return q.raise(ctx, userID, "delivered", seq, now)
+}
+
+// Handled records that every entry of userID before low has been handled
+// by a session (run, or skipped as cancelled).
+func (q *Queues) Handled(ctx context.Context, userID string, low int64, now time.Time) error {
+	return q.raise(ctx, userID, "low", low, now)
+}
+
+// Undelivered returns the queue documents with entries no session is known
+// to hold (tail > delivered). It reads the small per-user documents only.
+func (q *Queues) Undelivered(ctx context.Context) ([]Queue, error) {
+	cur, err := q.c.Find(ctx, bson.D{})
+	if err != nil {
+		return nil, wrap("list queues", err)
+	}
+	var all []Queue
+	if err := cur.All(ctx, &all); err != nil {
+		return nil, wrap("list queues", err)
+	}
+	out := all[:0]
+	for _, d := range all {
+		if d.Tail > d.Delivered {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// entryDoc is an inbox document as stored: a request, a tombstone or a
+// requeue entry.
+type entryDoc struct {
+	models.Request `bson:",inline"`
+	Idem           string `bson:"idem,omitempty"`
+	BatchStart     int64  `bson:"batch_start,omitempty"`
+	BatchEnd       int64  `bson:"batch_end,omitempty"`
+	RequeueOf      string `bson:"requeue_of,omitempty"`
+}
+
+// end is the last sequence number of the range the document starts or
+// belongs to.
+func (d *entryDoc) end() int64 { return max(d.BatchEnd, d.Seq) }
+
+// start is the first sequence number of its range.
+func (d *entryDoc) start() int64 {
+	if d.BatchStart > 0 {
+		return d.BatchStart
+	}
+	return d.Seq
+}
+
+func (d *entryDoc) void() bool { return d.Status == statusVoid }
+
+// entry reads userID's document at seq.
+func (r *Requests) entry(ctx context.Context, userID string, seq int64) (*entryDoc, error) {
+	var d entryDoc
+	if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: models.RequestID(userID, seq)}}).Decode(&d); err != nil {
+		return nil, notFound("read entry", err)
+	}
+	return &d, nil
+}
+
+// Append accepts reqs as userID's next requests, in order and all or none,
+// and returns them with their IDs and sequence numbers. hint is the
+// highest committed sequence number the caller knows of (a queue's Tail, or
+// a higher one it committed itself; 0 if none). Each request needs Type,
+// Payload and EnqueuedAt; IdempotencyKey is optional and unique per user:
+// one already taken makes Append fail with ErrDuplicate and accept nothing.
+//
+// When Append returns nil, every request is committed. When it returns
+// another error, none is, with one exception that the error then says:
+// MongoDB became unreachable in the middle and the outcome could not be
+// settled (ErrUnsettled); a batch left so is voided by the next walker.
+func (r *Requests) Append(ctx context.Context, userID string, hint int64, reqs []models.Request) ([]models.Request, error) {
+	docs := make([]entryDoc, len(reqs))
+	for i, req := range reqs {
+		req.UserID, req.Status = userID, models.StatusQueued
+		docs[i] = entryDoc{Request: req}
+		if req.IdempotencyKey != "" {
+			docs[i].Idem = idemValue(userID, req.IdempotencyKey)
+		}
+	}
+	if err := r.appendDocs(ctx, userID, hint, docs); err != nil {
+		return nil, err
+	}
+	out := make([]models.Request, len(docs))
+	for i := range docs {
+		out[i] = docs[i].Request
+	}
+	return out, nil
+}
+
+// AppendRequeue appends an entry that sends request target (already set
+// queued) to the tail of userID's queue, and returns its sequence number.
+func (r *Requests) AppendRequeue(ctx context.Context, userID string, hint int64, target string, now time.Time) (int64, error) {
+	docs := []entryDoc{{Request: models.Request{UserID: userID, Status: statusRequeue, EnqueuedAt: now}, RequeueOf: target}}
+	if err := r.appendDocs(ctx, userID, hint, docs); err != nil {
+		return 0, err
+	}
+	return docs[0].Seq, nil
+}
+
+// ErrUnsettled: an append's outcome is unknown (MongoDB stopped answering
+// in the middle); a later walker settles it.
+var ErrUnsettled = errors.New("outcome unknown")
+
+func (r *Requests) appendDocs(ctx context.Context, userID string, hint int64, docs []entryDoc) error {
+	if userID == "" || len(docs) == 0 {
+		return errors.New("store: append: no user or nothing to append")
+	}
+	k := int64(len(docs))
+	for range maxAppendTries {
+		n := hint + 1
+		for i := range docs {
+			seq := n + int64(i)
+			docs[i].ID, docs[i].Seq = models.RequestID(userID, seq), seq
+			if k > 1 {
+				docs[i].BatchStart, docs[i].BatchEnd = n, n+k-1
+			}
+		}
+		_, err := r.c.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+		if err == nil {
+			return nil
+		}
+		var bwe mongo.BulkWriteException
+		if !errors.As(err, &bwe) || len(bwe.WriteErrors) == 0 || bwe.WriteConcernError != nil || !mongo.IsDuplicateKeyError(err) {
+			// Unknown outcome: settle it with a tombstone in the last
+			// member's place; its duplicate-key error means ours landed.
+			committed, serr := r.settleUnknown(ctx, userID, n, n+k-1)
+			if serr != nil {
+				return fmt.Errorf("store: append: %w: %w (settling: %v)", ErrUnsettled, err, serr)
+			}
+			if committed {
+				return nil
+			}
+			return wrap("append", err)
+		}
+		failed := bwe.WriteErrors[0].Index
+		for _, we := range bwe.WriteErrors {
+			failed = min(failed, we.Index)
+		}
+		if failed > 0 {
+			// Part of the batch went in, so the number was ours and a key
+			// was taken: void the batch (its last member is ours and
+			// missing, so the tombstone goes in).
+			if _, serr := r.settleUnknown(ctx, userID, n, n+k-1); serr != nil {
+				return fmt.Errorf("store: append: %w: %w (voiding a partial batch: %v)", ErrUnsettled, err, serr)
+			}
+			return wrap("append", err)
+		}
+		// The first failed: the sequence number or the idempotency key?
+		taken, gerr := r.entry(ctx, userID, n)
+		switch {
+		case gerr == nil:
+			hint = taken.end() // another submission has it: after its range
+		case errors.Is(gerr, ErrNotFound):
+			return wrap("append", err) // the key: ErrDuplicate
+		default:
+			return gerr
+		}
+	}
+	return fmt.Errorf("store: append: %w: gave up after %d taken sequence numbers", ErrConflict, maxAppendTries)
+}
+
+// settleUnknown decides the range start..last whose insert may or may not
+// have landed: it writes a tombstone in last's place unless last exists.
+// committed reports that the range is committed.
+func (r *Requests) settleUnknown(ctx context.Context, userID string, start, last int64) (committed bool, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), compensationTimeout)
+	defer cancel()
+	for {
+		committed, err = r.tombstone(ctx, userID, start, last)
+		if err == nil || ctx.Err() != nil {
+			return committed, err
+		}
+		select {
+		case <-ctx.Done():
+			return false, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// tombstone inserts the void marker at last for the range start..last, or
+// finds the range's real last member there (committed).
+func (r *Requests) tombstone(ctx context.Context, userID string, start, last int64) (committed bool, err error) {
+	doc := entryDoc{Request: models.Request{
+		ID: models.RequestID(userID, last), UserID: userID, Seq: last, Status: statusVoid, EnqueuedAt: time.Now().UTC(),
+	}}
+	if start < last {
+		doc.BatchStart, doc.BatchEnd = start, last
+	}
+	_, err = r.c.InsertOne(ctx, doc)
+	if err == nil {
+		return false, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return false, wrap("write tombstone", err)
+	}
+	cur, err := r.entry(ctx, userID, last)
+	if err != nil {
+		return false, err
+	}
+	return !cur.void(), nil
+}
+
+// Entry is one inbox entry to deliver: Seq, and the request it runs (for a
+// requeue entry, the requeued request).
+type Entry struct {
+	Seq     int64
+	Request models.Request
+}
+
+// EntryPage is what Entries read: entries in sequence order, and Through,
+// the last sequence number it accounted for (entries up to it that are not
+// listed need no delivery). Blocked reports a batch still being inserted
+// right after Through.
+type EntryPage struct {
+	Entries []Entry
+	Through int64
+	Blocked bool
+}
+
+// Entries reads userID's inbox after seq after, in sequence order, until
+// the end or limit entries: the requests still queued or running, and
+// requeue entries whose request is queued. A batch found half-inserted
+// stops the walk; once older than abandonAfter it is voided and skipped.
+func (r *Requests) Entries(ctx context.Context, userID string, after int64, limit int, abandonAfter time.Duration) (EntryPage, error) {
+	page := EntryPage{Through: after}
+	s := after + 1
+	for len(page.Entries) < limit {
+		d, err := r.entry(ctx, userID, s)
+		if errors.Is(err, ErrNotFound) {
+			return page, nil
+		}
+		if err != nil {
+			return page, err
+		}
+		members := []*entryDoc{d}
+		if end := d.end(); end > s {
+			last, err := r.entry(ctx, userID, end)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				if time.Since(d.EnqueuedAt) < abandonAfter {
+					page.Blocked = true
+					return page, nil
+				}
+				if _, err := r.tombstone(ctx, userID, d.start(), end); err != nil {
+					return page, err
+				}
+				continue // read the range again, now settled
+			case err != nil:
+				return page, err
+			}
+			if last.void() {
+				members = nil
+			} else {
+				for m := s + 1; m < end; m++ {
+					md, err := r.entry(ctx, userID, m)
+					if err != nil {
+						return page, err
+					}
+					members = append(members, md)
+				}
+				members = append(members, last)
+			}
+			s = end
+		}
+		for _, m := range members {
+			if e, ok, err := r.deliverable(ctx, m); err != nil {
+				return page, err
+			} else if ok {
+				page.Entries = append(page.Entries, e)
+			}
+		}
+		page.Through = s
+		s++
+	}
+	return page, nil
+}
+
+// deliverable turns a document into an entry when it still has to run.
+func (r *Requests) deliverable(ctx context.Context, d *entryDoc) (Entry, bool, error) {
+	switch {
+	case d.void():
+		return Entry{}, false, nil
+	case d.RequeueOf != "":
+		target, err := r.Get(ctx, d.UserID, d.RequeueOf)
+		if errors.Is(err, ErrNotFound) {
+			return Entry{}, false, nil
+		}
+		if err != nil {
+			return Entry{}, false, err
+		}
+		return Entry{Seq: d.Seq, Request: *target}, target.Status == models.StatusQueued, nil
+	}
+	live := d.Status == models.StatusQueued || d.Status == models.StatusRunning
+	return Entry{Seq: d.Seq, Request: d.Request}, live, nil
+}
+
+// listScanBudget bounds the documents one page of ListOwn reads: a page
+// that finds fewer matches within it ends early, with a cursor to go on.
+const listScanBudget = 1000
+
+// listPrefetch is how many documents ListOwn reads at once.
+const listPrefetch = 8
+
+// ListOwn returns a page of userID's requests, newest first, optionally
+// only those in status, starting below sequence number before (0 = from the
+// newest). q is the user's queue document. next is the sequence number to
+// pass as before for the next page, 0 at the end. It reads the user's own
+// documents by _id only, so its cost does not grow with other users'
+// requests.
+func (r *Requests) ListOwn(ctx context.Context, q Queue, status models.Status, limit int, before int64) (reqs []models.Request, next int64, err error) {
+	userID := q.UserID
+	lim := int(clampLimit(limit))
+	top := before - 1
+	if before <= 0 {
+		// The tail hint may lag the truth: look past it.
+		top = q.Tail
+		for {
+			d, err := r.entry(ctx, userID, top+1)
+			if errors.Is(err, ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, 0, err
+			}
+			top = d.end()
+		}
+	}
+	floor := int64(1)
+	if status == models.StatusQueued || status == models.StatusRunning {
+		floor = max(q.Low, 1) // nothing before low waits or runs
+	}
+	reqs = []models.Request{}
+	// validFrom: members of a batch at or above it are known committed.
+	validFrom, validTo := int64(0), int64(-1)
+	examined := 0
+	for s := top; s >= floor; {
+		if len(reqs) == lim {
+			return reqs, s + 1, nil
+		}
+		if examined >= listScanBudget {
+			return reqs, s + 1, nil
+		}
+		chunk := r.readDown(ctx, userID, s, max(s-listPrefetch+1, floor))
+		for _, c := range chunk {
+			if c.err != nil && !errors.Is(c.err, ErrNotFound) {
+				return nil, 0, c.err
+			}
+		}
+		for _, c := range chunk {
+			if c.seq > s {
+				continue // skipped past by a range
+			}
+			examined++
+			s = c.seq - 1
+			d := c.doc
+			if d == nil || d.RequeueOf != "" {
+				continue
+			}
+			if d.void() {
+				s = d.start() - 1 // a void range: skip its members
+				break
+			}
+			if d.end() > d.Seq && !(d.Seq >= validFrom && d.Seq <= validTo) {
+				last, err := r.entry(ctx, userID, d.end())
+				if err != nil && !errors.Is(err, ErrNotFound) {
+					return nil, 0, err
+				}
+				if last == nil || last.void() {
+					s = d.start() - 1
+					break
+				}
+				validFrom, validTo = d.start(), d.end()
+			}
+			if status != "" && d.Status != status {
+				continue
+			}
+			reqs = append(reqs, d.Request)
+			if len(reqs) == lim {
+				return reqs, d.Seq, nil
+			}
+		}
+	}
+	return reqs, 0, nil
+}
+
+type readResult struct {
+	seq int64
+	doc *entryDoc
+	err error
+}
+
+// readDown reads userID's documents from seq hi down to lo, concurrently,
+// and returns them in that order (doc nil where there is none).
+func (r *Requests) readDown(ctx context.Context, userID string, hi, lo int64) []readResult {
+	out := make([]readResult, hi-lo+1)
+	var wg sync.WaitGroup
+	for i := range out {
+		seq := hi - int64(i)
+		out[i].seq = seq
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i].doc, out[i].err = r.entry(ctx, userID, seq)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// keyDoc maps a user's idempotency key to the requests it made.
+type keyDoc struct {
+	ID  string   `bson:"_id"`
+	IDs []string `bson:"ids"`
+}
+
+// RememberKey records that userID's idempotency key key made the requests
+// ids, so a retry finds them by _id.
+func (r *Requests) RememberKey(ctx context.Context, userID, key string, ids []string) error {
+	_, err := r.keys.InsertOne(ctx, keyDoc{ID: idemValue(userID, key), IDs: ids})
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
+		return wrap("remember idempotency key", err)
+	}
+	return nil
+}
+
+// ByKey returns the requests userID's idempotency key made, as RememberKey
+// recorded them; ErrNotFound if it did not.
+func (r *Requests) ByKey(ctx context.Context, userID, key string) ([]models.Request, error) {
+	var doc keyDoc
+	if err := r.keys.FindOne(ctx, bson.D{{Key: "_id", Value: idemValue(userID, key)}}).Decode(&doc); err != nil {
+		return nil, notFound("request by idempotency key", err)
+	}
+	out := make([]models.Request, 0, len(doc.IDs))
+	for _, id := range doc.IDs {
+		req, err := r.Get(ctx, userID, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *req)
+	}
+	return out, nil
+}
