@@ -54,6 +54,58 @@ type Activities struct {
 	// must be well below the workflow's heartbeat timeout.
 	HeartbeatEvery time.Duration
 	Now            func() time.Time
+	// Inbox reads users' pending inbox entries and records how far their
+	// sessions got; nil in tests that feed sessions by signal only.
+	Inbox Inbox
+}
+
+// Inbox is the part of the store that holds users' sequenced requests.
+type Inbox interface {
+	// Pending returns userID's entries still to run after sequence number
+	// after (0: from the user's low mark), in order, at most limit.
+	Pending(ctx context.Context, userID string, after int64, limit int) (models.Delivery, error)
+	// Handled records that userID's session has handled every entry
+	// before low.
+	Handled(ctx context.Context, userID string, low int64) error
+}
+
+// PendingInput asks for a user's inbox entries after a sequence number.
+type PendingInput struct {
+	UserID string `json:"user_id"`
+	After  int64  `json:"after"`
+}
+
+// PendingResult is a page of inbox entries: those in (After, Through].
+type PendingResult struct {
+	Entries []models.QueuedRequest `json:"entries"`
+	Through int64                  `json:"through"`
+}
+
+// maxPending bounds the entries one Pending call returns (about 100 bytes
+// each in the workflow's history): more are read on the next call.
+const maxPending = 2000
+
+// Pending reads a user's pending inbox entries for the session.
+func (a *Activities) Pending(ctx context.Context, in PendingInput) (PendingResult, error) {
+	if a.Inbox == nil {
+		return PendingResult{Through: in.After}, nil
+	}
+	d, err := a.Inbox.Pending(ctx, in.UserID, in.After, maxPending)
+	if err != nil {
+		return PendingResult{}, fmt.Errorf("read inbox of %s: %w", in.UserID, err)
+	}
+	return PendingResult{Entries: d.Entries, Through: d.Through}, nil
+}
+
+// handled advances userID's low mark past entry seq; best effort (the mark
+// is a hint: a lower one costs a longer read when a fresh run starts).
+func (a *Activities) handled(ctx context.Context, userID string, seq int64) {
+	if a.Inbox == nil || seq <= 0 {
+		return
+	}
+	if err := a.Inbox.Handled(ctx, userID, seq+1); err != nil {
+		a.logger(ctx, "", userID).Warn("could not record the queue's low mark", "err", err)
+	}
 }
 
 func (a *Activities) now() time.Time {
@@ -240,6 +292,9 @@ type FinishInput struct {
 	Result    json.RawMessage `json:"result,omitempty"`
 	Error     string          `json:"error,omitempty"`
 	Attempts  int             `json:"attempts"`
+	// Seq is the request's inbox entry; once recorded, the user's low mark
+	// moves past it.
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // Finish records a request's final status, result or error and attempts.
@@ -252,6 +307,7 @@ func (a *Activities) Finish(ctx context.Context, in FinishInput) error {
 	if err := a.Store.Finish(ctx, in.RequestID, in.Status, string(in.Result), in.Error, in.Attempts, now); err != nil {
 		return fmt.Errorf("finish %s: %w", in.RequestID, err)
 	}
+	a.handled(ctx, in.UserID, in.Seq)
 	log := a.logger(ctx, in.RequestID, in.UserID)
 	typ, counted := a.finishedType(ctx, in, now)
 	if counted {

@@ -19,6 +19,7 @@ import (
 type BatchItem struct {
 	ID   string `json:"id"`
 	Type string `json:"type"`
+	Seq  int64  `json:"seq,omitempty"`
 }
 
 // BatchInput is a run of consecutive queued requests of one user, all of
@@ -77,8 +78,12 @@ type Settler interface {
 // resumes at the first unfinished request; a request's handler runs again
 // only if its outcome was not recorded, the same at-least-once boundary as
 // a single request.
-func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (BatchResult, error) {
-	var res BatchResult
+func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResult, err error) {
+	defer func() {
+		if n := len(res.Done); err == nil && n > 0 {
+			a.handled(ctx, in.UserID, in.Items[n-1].Seq)
+		}
+	}()
 	if activity.HasHeartbeatDetails(ctx) {
 		_ = activity.GetHeartbeatDetails(ctx, &res.Done)
 		res.Done = res.Done[:min(len(res.Done), len(in.Items))]

@@ -208,6 +208,7 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 func NewWorker(cfg Config, b *Backends, log *slog.Logger) sdkworker.Worker {
 	return worker.New(b.Temporal, worker.Config{
 		Requests: b.Store.Requests,
+		Queues:   b.Store.Queues,
 		Handlers: Registry(cfg),
 		Logger:   log,
 		Options: sdkworker.Options{

@@ -72,6 +72,8 @@ type Request struct {
 	EnqueuedAt     time.Time  `bson:"enqueued_at"`
 	StartedAt      *time.Time `bson:"started_at,omitempty"`
 	FinishedAt     *time.Time `bson:"finished_at,omitempty"`
+	// Naive: run on the benchmark's naive path (see QueuedRequest.Naive).
+	Naive bool `bson:"naive,omitempty"`
 }
 
 // Workflow names, signal names and query names of the session workflow. They

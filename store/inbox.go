@@ -334,6 +334,20 @@ type Entry struct {
 	Request models.Request
 }
 
+// Queued is e as a session carries it.
+func (e Entry) Queued() models.QueuedRequest {
+	return models.QueuedRequest{ID: e.Request.ID, Type: e.Request.Type, EnqueuedAt: e.Request.EnqueuedAt, Seq: e.Seq, Naive: e.Request.Naive}
+}
+
+// Delivery is the page as a session takes it in: entries in (after, Through].
+func (p EntryPage) Delivery(after int64) models.Delivery {
+	d := models.Delivery{After: after, Through: p.Through, Entries: make([]models.QueuedRequest, len(p.Entries))}
+	for i, e := range p.Entries {
+		d.Entries[i] = e.Queued()
+	}
+	return d
+}
+
 // EntryPage is what Entries read: entries in sequence order, and Through,
 // the last sequence number it accounted for (entries up to it that are not
 // listed need no delivery). Blocked reports a batch still being inserted

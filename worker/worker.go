@@ -21,6 +21,7 @@ import (
 // Config is what a worker needs besides its Temporal client.
 type Config struct {
 	Requests       *store.Requests
+	Queues         *store.Queues
 	Handlers       *activities.Registry
 	Logger         *slog.Logger
 	HeartbeatEvery time.Duration
@@ -43,6 +44,7 @@ func New(c client.Client, cfg Config) sdkworker.Worker {
 		Handlers:       cfg.Handlers,
 		Logger:         cfg.Logger,
 		HeartbeatEvery: cfg.HeartbeatEvery,
+		Inbox:          Inbox{Requests: cfg.Requests, Queues: cfg.Queues},
 	})
 	return w
 }
@@ -96,4 +98,37 @@ func mapNotFound(err error) error {
 func (r Recorder) Settle(ctx context.Context, id, owner string, now func() time.Time, run func(*models.Request) models.Settlement) (*models.Request, bool, error) {
 	req, called, err := r.Requests.Settle(ctx, id, owner, now, run)
 	return req, called, mapNotFound(err)
+}
+
+// Inbox adapts the store's inbox to activities.Inbox.
+type Inbox struct {
+	Requests *store.Requests
+	Queues   *store.Queues
+	// AbandonAfter: see store.DefaultAbandonAfter (used when zero).
+	AbandonAfter time.Duration
+}
+
+// Pending implements activities.Inbox.
+func (i Inbox) Pending(ctx context.Context, userID string, after int64, limit int) (models.Delivery, error) {
+	if after <= 0 {
+		q, err := i.Queues.Get(ctx, userID)
+		if err != nil {
+			return models.Delivery{}, err
+		}
+		after = max(q.Low-1, 0)
+	}
+	abandon := i.AbandonAfter
+	if abandon <= 0 {
+		abandon = store.DefaultAbandonAfter
+	}
+	page, err := i.Requests.Entries(ctx, userID, after, limit, abandon)
+	if err != nil {
+		return models.Delivery{}, err
+	}
+	return page.Delivery(after), nil
+}
+
+// Handled implements activities.Inbox.
+func (i Inbox) Handled(ctx context.Context, userID string, low int64) error {
+	return i.Queues.Handled(ctx, userID, low, time.Now().UTC())
 }

@@ -117,6 +117,15 @@ type Input struct {
 	Closed    bool                   `json:"closed,omitempty"`
 	Paused    bool                   `json:"paused,omitempty"`
 	Policy    models.FailurePolicy   `json:"policy,omitempty"`
+	// LastSeq is the highest inbox sequence number taken in; entries at or
+	// below it are duplicates. WantSeq is the highest a delivery announced
+	// that has not been read yet (a gap the session fills from the store).
+	LastSeq int64 `json:"last_seq,omitempty"`
+	WantSeq int64 `json:"want_seq,omitempty"`
+	// Carried marks a continue-as-new input. A run without it is fresh and,
+	// from versionInbox on, first takes in what the store holds for its
+	// user (its previous run may have been terminated with work queued).
+	Carried bool `json:"carried,omitempty"`
 }
 
 // Versions of the session's logic, for workflow.GetVersion. A session that
@@ -136,8 +145,14 @@ const (
 	// attempts by timing out, attempts that never started (a frozen worker's
 	// open polls took them) are given back; see execute.
 	versionRedeliver = workflow.Version(4)
+	// versionInbox: requests arrive as sequenced inbox entries
+	// (SignalDeliver), deduplicated by sequence number; a fresh run first
+	// takes in its user's pending entries from the store, and a gap in the
+	// deliveries is filled from the store; handled entries advance the
+	// user's low mark.
+	versionInbox = workflow.Version(5)
 	// versionLatest is what new runs record.
-	versionLatest = versionRedeliver
+	versionLatest = versionInbox
 )
 
 // outcome is what executing one request ended in.
@@ -164,6 +179,10 @@ type session struct {
 	processed, failed int64
 	closed, paused    bool
 	policy            models.FailurePolicy
+
+	// lastSeq and wantSeq: see Input. fetchAt is when to read the store
+	// for a gap again (zero: at once when wantSeq > lastSeq).
+	lastSeq, wantSeq int64
 
 	// Search attribute values last written, to upsert only on change.
 	savedQueueLen int64
@@ -193,6 +212,8 @@ func newSession(in Input) *session {
 		closed:    in.Closed,
 		paused:    in.Paused,
 		policy:    in.Policy,
+		lastSeq:   in.LastSeq,
+		wantSeq:   in.WantSeq,
 		// A new run starts with QueueLength and Paused unset in its
 		// visibility record (only UserId is given at start), so the first
 		// pass writes them.
@@ -225,17 +246,22 @@ type signals struct {
 	submit, close, cancel, pause, resume, policy workflow.ReceiveChannel
 	// requeue is nil in sessions older than versionRequeue.
 	requeue workflow.ReceiveChannel
+	// deliver is listened to in every version: an old run that gets an
+	// inbox delivery during a deploy takes it in (handling a signal adds
+	// no command, so old histories replay the same).
+	deliver workflow.ReceiveChannel
 }
 
 func (s *session) run(ctx workflow.Context) error {
 	log := workflow.GetLogger(ctx)
 	sig := signals{
-		submit: workflow.GetSignalChannel(ctx, models.SignalSubmit),
-		close:  workflow.GetSignalChannel(ctx, models.SignalClose),
-		cancel: workflow.GetSignalChannel(ctx, models.SignalCancel),
-		pause:  workflow.GetSignalChannel(ctx, models.SignalPause),
-		resume: workflow.GetSignalChannel(ctx, models.SignalResume),
-		policy: workflow.GetSignalChannel(ctx, models.SignalPolicy),
+		submit:  workflow.GetSignalChannel(ctx, models.SignalSubmit),
+		close:   workflow.GetSignalChannel(ctx, models.SignalClose),
+		cancel:  workflow.GetSignalChannel(ctx, models.SignalCancel),
+		pause:   workflow.GetSignalChannel(ctx, models.SignalPause),
+		resume:  workflow.GetSignalChannel(ctx, models.SignalResume),
+		policy:  workflow.GetSignalChannel(ctx, models.SignalPolicy),
+		deliver: workflow.GetSignalChannel(ctx, models.SignalDeliver),
 	}
 	if s.version >= versionRequeue {
 		sig.requeue = workflow.GetSignalChannel(ctx, models.SignalRequeue)
@@ -244,7 +270,12 @@ func (s *session) run(ctx workflow.Context) error {
 		running    workflow.Future
 		idle       workflow.Future
 		cancelIdle workflow.CancelFunc
+		refetch    workflow.Future
 	)
+	if s.version >= versionInbox && !s.in.Carried {
+		// A fresh run: what the store holds comes before any signal.
+		s.fetch(ctx, 0)
+	}
 	first := true
 	for {
 		if !first {
@@ -263,6 +294,9 @@ func (s *session) run(ctx workflow.Context) error {
 					running = nil
 				})
 			}
+			if refetch != nil {
+				sel.AddFuture(refetch, func(workflow.Future) { refetch = nil })
+			}
 			if idle != nil {
 				sel.AddFuture(idle, func(f workflow.Future) {
 					if f.Get(ctx, nil) == nil {
@@ -278,6 +312,12 @@ func (s *session) run(ctx workflow.Context) error {
 		// Take in everything else that has arrived, so one workflow task
 		// handles a burst of signals at once.
 		s.drain(ctx, sig)
+		if s.wantSeq > s.lastSeq && refetch == nil {
+			// A delivery came after entries this run has not seen.
+			if !s.fetch(ctx, s.lastSeq) {
+				refetch = workflow.NewTimer(ctx, refetchEvery)
+			}
+		}
 
 		// Between two requests is the only safe point to end the run: no
 		// activity is in flight, and everything received is in s.
@@ -324,6 +364,59 @@ func (s *session) listen(ctx workflow.Context, sel workflow.Selector, sig signal
 	if sig.requeue != nil {
 		sel.AddReceive(sig.requeue, func(c workflow.ReceiveChannel, _ bool) { s.onRequeue(ctx, c) })
 	}
+	sel.AddReceive(sig.deliver, func(c workflow.ReceiveChannel, _ bool) { s.onDeliver(ctx, c) })
+}
+
+// refetchEvery is how often a session retries reading a gap that the store
+// could not fill yet (a batch still being inserted).
+const refetchEvery = time.Second
+
+// onDeliver takes in the entries after the highest sequence number the
+// session has. A delivery that starts after it (entries in between went to
+// a run that ended, or are on their way from another API instance) is not
+// used: the session reads the gap and what follows from the store.
+func (s *session) onDeliver(ctx workflow.Context, c workflow.ReceiveChannel) {
+	var d models.Delivery
+	c.Receive(ctx, &d)
+	if d.After > s.lastSeq {
+		s.wantSeq = max(s.wantSeq, d.Through)
+		return
+	}
+	s.takeIn(d.Entries, d.Through)
+}
+
+// takeIn appends the entries after lastSeq, in order, and moves lastSeq to
+// through.
+func (s *session) takeIn(entries []models.QueuedRequest, through int64) {
+	for _, e := range entries {
+		if e.Seq <= s.lastSeq || e.ID == "" {
+			continue
+		}
+		s.lastSeq = e.Seq
+		// A requeue entry of a request already waiting adds nothing.
+		if s.queued(e.ID) || (s.running != nil && s.running.ID == e.ID) {
+			continue
+		}
+		s.queue = append(s.queue, e)
+		s.closed = false // new work reopens a session that was closing
+	}
+	s.lastSeq = max(s.lastSeq, through)
+}
+
+// fetch reads the user's pending entries after seq after from the store (0:
+// from the user's low mark, for a fresh run) and takes them in. It reports
+// whether the store had everything announced so far.
+func (s *session) fetch(ctx workflow.Context, after int64) bool {
+	var acts *activities.Activities
+	var page activities.PendingResult
+	err := workflow.ExecuteLocalActivity(s.recordOptions(ctx, recordTimeout), acts.Pending,
+		activities.PendingInput{UserID: s.in.UserID, After: after}).Get(ctx, &page)
+	if err != nil {
+		workflow.GetLogger(ctx).Error("could not read the inbox", "error", err)
+		return false
+	}
+	s.takeIn(page.Entries, page.Through)
+	return s.lastSeq >= s.wantSeq
 }
 
 // drain handles every signal already received, without blocking. Nothing
@@ -492,7 +585,7 @@ func (s *session) executeBatch(ctx workflow.Context, batch []models.QueuedReques
 		Items:         make([]activities.BatchItem, len(batch)),
 	}
 	for i, r := range batch {
-		in.Items[i] = activities.BatchItem{ID: r.ID, Type: r.Type}
+		in.Items[i] = activities.BatchItem{ID: r.ID, Type: r.Type, Seq: r.Seq}
 	}
 	// A regular activity, so the workflow task ends while it works (signals
 	// and queries are answered at once) and a lost worker is noticed at the
@@ -608,7 +701,7 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 		}
 	}
 
-	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID}
+	fin := activities.FinishInput{RequestID: req.ID, UserID: s.in.UserID, Seq: req.Seq}
 	if err == nil {
 		fin.Status, fin.Result, fin.Attempts = models.StatusSucceeded, res.Result, res.Attempts
 	} else {
@@ -749,5 +842,8 @@ func (s *session) carry() Input {
 		Closed:    s.closed,
 		Paused:    s.paused,
 		Policy:    s.policy,
+		LastSeq:   s.lastSeq,
+		WantSeq:   s.wantSeq,
+		Carried:   true,
 	}
 }
