@@ -276,8 +276,8 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 			return
 		}
 		// Already queued: either it waits in its session (nothing to do:
-		// 409), or an earlier requeue's signal failed and this retry must
-		// signal again.
+		// 409), or an earlier requeue stopped before its inbox entry was
+		// written and this retry must write it.
 		if r.Status == models.StatusQueued {
 			st, err := s.sessions.State(ctx, r.UserID)
 			if err != nil {
@@ -300,8 +300,8 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 				return
 			}
 		}
-		if err := s.sessions.Requeue(ctx, r.UserID, []models.QueuedRequest{{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt}}); err != nil {
-			fail(c, fmt.Errorf("signal requeue (retry the requeue): %w", err))
+		if err := s.inbox.Requeue(ctx, r); err != nil {
+			fail(c, fmt.Errorf("requeue entry (retry the requeue): %w", err))
 			return
 		}
 		r, err = s.store.Requests.Get(ctx, "", r.ID)

@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/google/uuid"
 
 	"github.com/turnstile/turnstile/activities"
+	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store"
@@ -138,18 +138,10 @@ func (s *server) validate(it submitItem) (string, error) {
 	return buf.String(), nil
 }
 
-// batchKey is the idempotency key stored on the i-th request of a batch.
-func batchKey(key string, i, n int) string {
-	if key == "" || n == 1 {
-		return key
-	}
-	return key + "#" + strconv.Itoa(i)
-}
-
-// submit validates, records and signals items as one unit: all are accepted
-// in order or none is. It returns the requests and the position of the first.
-// replayed is true when an earlier submission with the same idempotency key
-// is returned instead.
+// submit validates items and accepts them as one unit through the inbox:
+// all are accepted in order or none is. It returns the requests and the
+// position of the first. replayed is true when an earlier submission with
+// the same idempotency key is returned instead.
 func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Request, firstPos int, replayed bool, err error) {
 	u := currentUser(c)
 	key, err := idempotencyKey(c)
@@ -160,169 +152,38 @@ func (s *server) submit(c *gin.Context, items []submitItem) (reqs []models.Reque
 	if err != nil {
 		return nil, 0, false, err
 	}
-	payloads := make([]string, len(items))
+	sub := inbox.Submission{UserID: u.ID, Key: key, Naive: naive, Items: make([]inbox.Item, len(items))}
 	for i, it := range items {
-		if payloads[i], err = s.validate(it); err != nil {
+		payload, err := s.validate(it)
+		if err != nil {
 			if len(items) > 1 {
 				err = prefixError(err, fmt.Sprintf("requests[%d]: ", i))
 			}
 			return nil, 0, false, err
 		}
+		sub.Items[i] = inbox.Item{Type: it.Type, Payload: payload}
 	}
-	// Once validated, finish the write and the signal even if the client
-	// goes away, so the outcome is all or nothing.
+	// Once validated, finish the commit even if the client goes away, so
+	// the outcome is all or nothing.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), backendTimeout)
 	defer cancel()
-
-	if key != "" {
-		prev, err := s.replay(ctx, u.ID, key, items, payloads)
-		if err != nil || prev != nil {
-			return prev, 0, prev != nil, err
-		}
-	}
-	queued, err := s.queuedCount(ctx, u.ID, len(items))
-	if err != nil {
-		return nil, 0, false, err
-	}
-	if queued+len(items) > s.cfg.MaxQueue {
+	acc, err := s.inbox.Submit(ctx, sub)
+	var full *inbox.QueueFullError
+	switch {
+	case errors.As(err, &full):
 		secs := int(s.cfg.QueueFullRetryAfter.Round(time.Second) / time.Second)
 		c.Header("Retry-After", strconv.Itoa(max(secs, 1)))
-		return nil, 0, false, apiError{http.StatusTooManyRequests, "queue_full",
-			fmt.Sprintf("your queue holds %d requests; the limit is %d", queued, s.cfg.MaxQueue)}
+		return nil, 0, false, apiError{http.StatusTooManyRequests, "queue_full", full.Error()}
+	case errors.Is(err, inbox.ErrKeyReused):
+		return nil, 0, false, errConflict("idempotency_key_reused", "Idempotency-Key was used for a different submission")
+	case errors.Is(err, inbox.ErrKeyInUse):
+		return nil, 0, false, errConflict("idempotency_key_in_use", "a submission with this Idempotency-Key is in progress; retry")
+	case err != nil:
+		return nil, 0, false, err
 	}
-
-	now := s.now()
-	reqs = make([]models.Request, len(items))
-	signal := models.Submission{Requests: make([]models.QueuedRequest, len(items))}
-	for i, it := range items {
-		reqs[i] = models.Request{
-			ID: uuid.Must(uuid.NewV7()).String(), UserID: u.ID, Type: it.Type, Payload: payloads[i],
-			IdempotencyKey: batchKey(key, i, len(items)), Status: models.StatusQueued, EnqueuedAt: now,
-		}
-		signal.Requests[i] = models.QueuedRequest{ID: reqs[i].ID, Type: it.Type, EnqueuedAt: now, Naive: naive}
-	}
-	if err := s.store.Requests.Insert(ctx, reqs...); err != nil {
-		s.undo(reqs)
-		if errors.Is(err, store.ErrDuplicate) && key != "" {
-			// A concurrent submission with the same key won the race.
-			prev, rerr := s.replay(ctx, u.ID, key, items, payloads)
-			if rerr == nil && prev != nil {
-				return prev, 0, true, nil
-			}
-			return nil, 0, false, errConflict("idempotency_key_in_use", "a submission with this Idempotency-Key is in progress; retry")
-		}
-		return nil, 0, false, fmt.Errorf("insert requests: %w", err)
-	}
-	if s.cfg.AfterInsert != nil {
-		s.cfg.AfterInsert()
-	}
-	if err := s.sessions.Submit(ctx, u.ID, signal.Requests); err != nil {
-		// Not accepted: undo the write so nothing runs that the client was
-		// told failed. If the signal did land, the session finds no record
-		// and skips the request.
-		s.undo(reqs)
-		return nil, 0, false, fmt.Errorf("signal session: %w", err)
-	}
-	for _, r := range reqs {
-		metrics.RequestsSubmitted(r.Type)
-	}
-	s.queueLens.add(u.ID, len(reqs))
-	c.Set("request_id", reqs[0].ID)
+	c.Set("request_id", acc.Requests[0].ID)
 	c.Set("workflow_id", models.SessionWorkflowID(u.ID))
-	s.log.Info("requests accepted", "user_id", u.ID, "request_id", reqs[0].ID, "count", len(reqs),
-		"workflow_id", models.SessionWorkflowID(u.ID), "type", reqs[0].Type)
-	return reqs, queued + 1, false, nil
-}
-
-// lengthTimeout bounds the queue-length look-up of the cap's fast path.
-const lengthTimeout = time.Second
-
-// workflowTaskTimeout is Temporal's default workflow task timeout, the
-// longest a session can go without recording its queue length.
-const workflowTaskTimeout = 10 * time.Second
-
-// queuedCount is how many of userID's requests wait in the queue, for the
-// cap and the position of a new submission. Counting in MongoDB is exact but
-// costs a scan of the collection on the embedded store, so while the queue
-// is far from the cap the session's QueueLength search attribute is used
-// (answered by the Temporal server alone, a millisecond or two). It counts
-// the running request too, so one is taken off for it. It lags by the
-// submissions the session has not taken in yet: at most a burst plus what
-// the per-user rate lets in during one workflow task (bounded by its 10 s
-// timeout), plus what other API instances accepted while a recorded length
-// is reused (queueLengths). Unless even that lag would stay under the cap,
-// or if Temporal cannot answer, MongoDB counts.
-func (s *server) queuedCount(ctx context.Context, userID string, adding int) (int, error) {
-	lag := s.cfg.SubmitBurst + int(s.cfg.SubmitRate*(workflowTaskTimeout+queueLenTTL).Seconds())
-	now := time.Now()
-	recorded, ok := s.queueLens.get(userID, now)
-	if !ok {
-		qctx, cancel := context.WithTimeout(ctx, lengthTimeout)
-		n, err := s.sessions.QueueLength(qctx, userID)
-		cancel()
-		if err == nil {
-			recorded, ok = n, true
-			s.queueLens.set(userID, n, now)
-		}
-	}
-	if ok && recorded+adding+lag <= s.cfg.MaxQueue {
-		return max(recorded-1, 0), nil
-	}
-	n, err := s.store.Requests.CountQueued(ctx, userID)
-	if err != nil {
-		return 0, fmt.Errorf("count queue: %w", err)
-	}
-	return int(n), nil
-}
-
-// replay returns the requests of an earlier submission with the same key, or
-// nil if there is none. A key reused for different content is a 409. A
-// replayed request still queued is signalled again: if the first attempt
-// crashed between MongoDB and Temporal, this completes it, and the session
-// ignores a request ID it has already seen.
-func (s *server) replay(ctx context.Context, userID, key string, items []submitItem, payloads []string) ([]models.Request, error) {
-	prev := make([]models.Request, 0, len(items))
-	for i := range items {
-		r, err := s.store.Requests.ByIdempotencyKey(ctx, userID, batchKey(key, i, len(items)))
-		if errors.Is(err, store.ErrNotFound) {
-			if i == 0 {
-				return nil, nil
-			}
-			return nil, errConflict("idempotency_key_reused", "Idempotency-Key was used for a different submission")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("find by idempotency key: %w", err)
-		}
-		if r.Type != items[i].Type || r.Payload != payloads[i] {
-			return nil, errConflict("idempotency_key_reused", "Idempotency-Key was used for a different submission")
-		}
-		prev = append(prev, *r)
-	}
-	var again []models.QueuedRequest
-	for _, r := range prev {
-		if r.Status == models.StatusQueued {
-			again = append(again, models.QueuedRequest{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt})
-		}
-	}
-	if len(again) > 0 {
-		if err := s.sessions.Submit(ctx, userID, again); err != nil {
-			return nil, fmt.Errorf("re-signal session: %w", err)
-		}
-	}
-	return prev, nil
-}
-
-// undo deletes requests whose submission failed; best effort, detached from
-// the caller's deadline.
-func (s *server) undo(reqs []models.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), backendTimeout)
-	defer cancel()
-	for _, r := range reqs {
-		if err := s.store.Requests.Delete(ctx, r.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.log.Error("could not undo a failed submission; the request stays queued until its key is retried",
-				"request_id", r.ID, "user_id", r.UserID, "error", err)
-		}
-	}
+	return acc.Requests, acc.Position, acc.Replayed, nil
 }
 
 func prefixError(err error, prefix string) error {
@@ -344,17 +205,13 @@ func (s *server) handleSubmit() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		reqs, pos, replayed, err := s.submit(c, []submitItem{in})
+		reqs, pos, _, err := s.submit(c, []submitItem{in})
 		if err != nil {
 			fail(c, err)
 			return
 		}
-		if replayed {
-			ctx, cancel := backendCtx(c)
-			defer cancel()
-			pos = s.position(ctx, &reqs[0])
-		}
 		c.JSON(http.StatusAccepted, viewOf(&reqs[0], pos))
+		s.afterAccept(c)
 	}
 }
 
@@ -388,6 +245,16 @@ func (s *server) handleSubmitBatch() gin.HandlerFunc {
 			out[i] = viewOf(&reqs[i], p)
 		}
 		c.JSON(http.StatusAccepted, gin.H{"requests": out})
+		s.afterAccept(c)
+	}
+}
+
+// afterAccept runs the fault-injection hook, if any, once the 202 is on the
+// wire.
+func (s *server) afterAccept(c *gin.Context) {
+	if s.cfg.AfterAccept != nil {
+		c.Writer.Flush()
+		s.cfg.AfterAccept()
 	}
 }
 
@@ -405,15 +272,23 @@ func (s *server) position(ctx context.Context, r *models.Request) int {
 	ctx, cancel := context.WithTimeout(ctx, positionTimeout)
 	defer cancel()
 	st, err := s.sessions.State(ctx, r.UserID)
+	if err == nil {
+		for _, e := range st.Queue {
+			if e.ID == r.ID {
+				return e.Position
+			}
+		}
+	}
+	// Not in the session yet (its delivery is on the way): estimated from
+	// the sequence numbers.
+	if r.Seq == 0 {
+		return 0
+	}
+	q, err := s.store.Queues.Get(ctx, r.UserID)
 	if err != nil {
 		return 0
 	}
-	for _, e := range st.Queue {
-		if e.ID == r.ID {
-			return e.Position
-		}
-	}
-	return 0
+	return q.Position(r.Seq)
 }
 
 func (s *server) handleGetRequest() gin.HandlerFunc {
@@ -453,7 +328,20 @@ func (s *server) handleListRequests() gin.HandlerFunc {
 		}
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		reqs, err := s.store.Requests.List(ctx, u.ID, status, limit, before)
+		if before != "" {
+			owner, _, ok := models.ParseRequestID(before)
+			if !ok || owner != u.ID {
+				fail(c, errBadRequest("invalid_cursor", "cursor is not one this API returned"))
+				return
+			}
+		}
+		q, err := s.store.Queues.Get(ctx, u.ID)
+		if err != nil {
+			fail(c, fmt.Errorf("list requests: %w", err))
+			return
+		}
+		_, beforeSeq, _ := models.ParseRequestID(before)
+		reqs, nextSeq, err := s.store.Requests.ListOwn(ctx, q, status, limit, beforeSeq)
 		if err != nil {
 			fail(c, fmt.Errorf("list requests: %w", err))
 			return
@@ -463,8 +351,8 @@ func (s *server) handleListRequests() gin.HandlerFunc {
 			out[i] = viewOf(&reqs[i], 0)
 		}
 		var next *string
-		if len(reqs) == limit {
-			cur := encodeCursor(reqs[len(reqs)-1].ID)
+		if nextSeq > 0 {
+			cur := encodeCursor(models.RequestID(u.ID, nextSeq))
 			next = &cur
 		}
 		c.JSON(http.StatusOK, gin.H{"requests": out, "next_cursor": next})
@@ -496,8 +384,7 @@ func decodeCursor(cur string) (string, error) {
 	if err != nil {
 		return "", errBadRequest("invalid_cursor", "cursor is not one this API returned")
 	}
-	id, err := uuid.ParseBytes(raw)
-	if err != nil || id.String() != string(raw) {
+	if _, _, ok := models.ParseRequestID(string(raw)); !ok {
 		return "", errBadRequest("invalid_cursor", "cursor is not one this API returned")
 	}
 	return string(raw), nil

@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
@@ -22,7 +23,7 @@ import (
 // Sessions is the Temporal side the API needs; *starter.Starter implements
 // it, and handler tests may fake it.
 type Sessions interface {
-	Submit(ctx context.Context, userID string, reqs []models.QueuedRequest) error
+	Deliver(ctx context.Context, userID string, d models.Delivery) error
 	State(ctx context.Context, userID string) (models.SessionState, error)
 	// QueueLength is waiting + running as the session last recorded it.
 	QueueLength(ctx context.Context, userID string) (int, error)
@@ -34,7 +35,6 @@ type Sessions interface {
 	Pause(ctx context.Context, userID string) error
 	Resume(ctx context.Context, userID string) error
 	SetPolicy(ctx context.Context, userID string, p models.FailurePolicy) error
-	Requeue(ctx context.Context, userID string, reqs []models.QueuedRequest) error
 	ListSessions(ctx context.Context, f starter.SessionFilter, limit int, cursor string) ([]starter.SessionSummary, string, error)
 	CountSessions(ctx context.Context, f starter.SessionFilter) (int64, error)
 }
@@ -94,11 +94,14 @@ type Config struct {
 	AllowNaive bool
 	// Now defaults to time.Now.
 	Now func() time.Time
-	// AfterInsert, when set, runs between recording a submission in
-	// MongoDB and signalling its session: a fault-injection point for the
-	// fault tests (an API crash at the worst moment). Never set in
-	// production.
-	AfterInsert func()
+	// AfterAccept, when set, runs right after a submission's 202 is
+	// written: a fault-injection point for the fault tests (an API crash
+	// before any delivery; give such an API an Inbox without a
+	// Dispatcher). Never set in production.
+	AfterAccept func()
+	// Inbox accepts submissions. Nil: one on the store that delivers
+	// through Sessions with no linger (handler tests).
+	Inbox *inbox.Inbox
 }
 
 // Defaults.
@@ -188,7 +191,7 @@ type server struct {
 	submitLimit *buckets  // per user
 	authLimit   *buckets  // per client network
 	logins      *lockouts // per account and client network
-	queueLens   *queueLengths
+	inbox       *inbox.Inbox
 }
 
 // NewServer returns the API's http.Handler.
@@ -211,7 +214,11 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		submitLimit: newBuckets(cfg.SubmitRate, cfg.SubmitBurst),
 		authLimit:   newBuckets(cfg.AuthRate/60, cfg.AuthBurst),
 		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
-		queueLens:   newQueueLengths(queueLenTTL),
+		inbox:       cfg.Inbox,
+	}
+	if s.inbox == nil {
+		d := inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: -1, Logger: cfg.Logger}, sessions, st.Queues)
+		s.inbox = inbox.New(inbox.Config{MaxQueue: cfg.MaxQueue, Logger: cfg.Logger, Now: cfg.Now}, st, d)
 	}
 	s.routes(r)
 	return r, nil

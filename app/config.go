@@ -18,13 +18,15 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/workflows"
 )
 
-// FaultCrashAfterInsert is the fault point that kills the API between its
-// MongoDB write and its Temporal signal.
-const FaultCrashAfterInsert = "crash-after-insert"
+// FaultCrashAfterAccept is the fault point that kills the API right after
+// it wrote a submission's 202, before any delivery to the session (such an
+// API delivers nothing itself: the relay must).
+const FaultCrashAfterAccept = "crash-after-accept"
 
 // DefaultLocalTypes are the request types run as local activities unless
 // TURNSTILE_LOCAL_TYPES says otherwise: echo is instant and side-effect
@@ -100,10 +102,17 @@ type Config struct {
 	LogLevel slog.Level // TURNSTILE_LOG_LEVEL: debug, info (default), warn, error
 	DataDir  string     // TURNSTILE_DATA_DIR (dev only), default .data
 	// FaultPoint enables a fault-injection point for the fault tests
-	// (TURNSTILE_FAULT_POINT): "crash-after-insert" makes the API exit
-	// between recording a submission and signalling its session.
+	// (TURNSTILE_FAULT_POINT): "crash-after-accept" makes the API exit
+	// right after answering a submission 202, before delivering it.
 	// Production refuses it.
 	FaultPoint string
+	// DeliveryLinger (TURNSTILE_DELIVERY_LINGER, default 5ms) is how long
+	// the API holds a user's accepted requests for more before signalling
+	// them to the session in one delivery.
+	DeliveryLinger time.Duration
+	// RelayEvery (TURNSTILE_RELAY_EVERY, default 1s) is how often each
+	// worker's relay looks for accepted requests no session holds.
+	RelayEvery time.Duration
 	// SerializeStoreUpdates makes this process serialise its conditional
 	// updates per document. FerretDB v1 evaluates an update's filter in Go
 	// and writes back by _id, so two concurrent conditional updates (cancel
@@ -206,6 +215,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		WorkflowPollers: num("TURNSTILE_WORKFLOW_POLLERS", 2),
 		ActivityPollers: num("TURNSTILE_ACTIVITY_POLLERS", 2),
 		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
+		DeliveryLinger:  dur("TURNSTILE_DELIVERY_LINGER", inbox.DefaultLinger),
+		RelayEvery:      dur("TURNSTILE_RELAY_EVERY", inbox.DefaultRelayEvery),
 		Session: workflows.Config{
 			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
 			MaxAttempts:      int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),
@@ -249,8 +260,8 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(get("TURNSTILE_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("TURNSTILE_LOG_LEVEL: %w", err))
 	}
-	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterInsert {
-		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterInsert))
+	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterAccept {
+		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterAccept))
 	}
 	if c.MaxPageSize > store.MaxListLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_PAGE_SIZE=%d: at most %d", c.MaxPageSize, store.MaxListLimit))

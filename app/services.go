@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
@@ -151,8 +152,9 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		LoginLockoutThreshold: cfg.LoginLockoutThreshold,
 		LoginLockoutBase:      cfg.LoginLockoutBase,
 		LoginLockoutMax:       cfg.LoginLockoutMax,
-		AfterInsert:           faultHook(cfg, log),
+		AfterAccept:           faultHook(cfg, log),
 		AllowNaive:            cfg.BenchModes,
+		Inbox:                 newInbox(cfg, b, sessions, log),
 	}, b.Store, sessions)
 	if err != nil {
 		return nil, err
@@ -168,12 +170,34 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 	}, nil
 }
 
-// faultHook returns the API's AfterInsert hook for cfg.FaultPoint.
+// newInbox is the API's inbox: accepted requests are delivered by this
+// process right away, except with the crash-after-accept fault point, where
+// only the workers' relays deliver.
+func newInbox(cfg Config, b *Backends, sessions inbox.Sessions, log *slog.Logger) *inbox.Inbox {
+	var d *inbox.Dispatcher
+	if cfg.FaultPoint != FaultCrashAfterAccept {
+		d = inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: cfg.DeliveryLinger, Logger: log}, sessions, b.Store.Queues)
+	}
+	return inbox.New(inbox.Config{MaxQueue: cfg.MaxQueue, Logger: log}, b.Store, d)
+}
+
+// StartRelay runs the inbox relay beside a worker until ctx is done: it
+// delivers accepted requests that no session holds (see inbox.Relay).
+func StartRelay(ctx context.Context, cfg Config, b *Backends, log *slog.Logger) (stop func()) {
+	sessions := starter.New(b.Temporal, cfg.Session)
+	r := inbox.NewRelay(inbox.RelayConfig{Every: cfg.RelayEvery, Logger: log.With("component", "relay")}, b.Store, sessions, sessions)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// faultHook returns the API's AfterAccept hook for cfg.FaultPoint.
 func faultHook(cfg Config, log *slog.Logger) func() {
-	if cfg.FaultPoint != FaultCrashAfterInsert {
+	if cfg.FaultPoint != FaultCrashAfterAccept {
 		return nil
 	}
-	log.Warn("fault injection enabled: the API exits after recording a submission, before signalling it")
+	log.Warn("fault injection enabled: the API exits after answering a submission 202, before delivering it")
 	return func() {
 		log.Warn("fault point reached: exiting", "fault", cfg.FaultPoint)
 		os.Exit(faultExitCode)

@@ -76,6 +76,15 @@ var (
 		Buckets: attemptBuckets,
 	}, []string{"type"})
 
+	deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnstile_deliveries_total",
+		Help: "Inbox deliveries signalled to sessions, by who sent them (api: right after acceptance; relay: found undelivered) and outcome (ok, error).",
+	}, []string{"by", "outcome"})
+	deliveredEntries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnstile_delivered_entries_total",
+		Help: "Inbox entries carried by successful deliveries, by who sent them.",
+	}, []string{"by"})
+
 	sessionsOpen = newCachedGauge(prometheus.NewDesc("turnstile_sessions_open",
 		"Open session workflows, from Temporal visibility (refreshed at most every 10s).", nil, nil),
 		sessionsMaxAge, sessionsScrapeWait, sessionsCountTimeout)
@@ -99,7 +108,7 @@ func init() {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		httpRequests, httpDuration,
 		submitted, started, finished, queueWait, execution, attempts,
-		sessionsOpen, sdk,
+		deliveries, deliveredEntries, sessionsOpen, sdk,
 	)
 }
 
@@ -153,4 +162,15 @@ func RequestFinished(typ, status string, n int) {
 // RequestCancelled counts a queued request cancelled through the API.
 func RequestCancelled(typ string) {
 	finished.WithLabelValues(typ, StatusCancelled).Inc()
+}
+
+// Delivered counts one delivery signal sent by by ("api" or "relay") and, if
+// it succeeded, the entries it carried.
+func Delivered(by string, entries int, err error) {
+	if err != nil {
+		deliveries.WithLabelValues(by, "error").Inc()
+		return
+	}
+	deliveries.WithLabelValues(by, "ok").Inc()
+	deliveredEntries.WithLabelValues(by).Add(float64(entries))
 }

@@ -137,3 +137,29 @@ func (s *Starter) QueueLength(ctx context.Context, userID string) (int, error) {
 	decode(info.GetSearchAttributes().GetIndexedFields()["QueueLength"], &n)
 	return int(n), nil
 }
+
+// EndedSince returns the users whose session run ended abnormally
+// (terminated, failed or timed out) after since, from Temporal visibility;
+// the relay opens a new run for those with work pending.
+func (s *Starter) EndedSince(ctx context.Context, since time.Time) ([]string, error) {
+	q := fmt.Sprintf("WorkflowType = '%s' AND (ExecutionStatus = 'Terminated' OR ExecutionStatus = 'Failed' OR ExecutionStatus = 'TimedOut') AND CloseTime > '%s'",
+		models.SessionWorkflowType, since.UTC().Format(time.RFC3339Nano))
+	var (
+		users []string
+		token []byte
+	)
+	for {
+		resp, err := s.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{PageSize: 1000, NextPageToken: token, Query: q})
+		if err != nil {
+			return nil, fmt.Errorf("list ended sessions: %w", err)
+		}
+		for _, e := range resp.Executions {
+			if u, ok := strings.CutPrefix(e.GetExecution().GetWorkflowId(), models.SessionWorkflowID("")); ok && u != "" {
+				users = append(users, u)
+			}
+		}
+		if token = resp.NextPageToken; len(token) == 0 {
+			return users, nil
+		}
+	}
+}

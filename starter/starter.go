@@ -36,7 +36,20 @@ func (s *Starter) Submit(ctx context.Context, userID string, reqs []models.Queue
 	return s.signalWithStart(ctx, userID, models.SignalSubmit, reqs)
 }
 
+// Deliver signals inbox entries to the user's session, opening a run if
+// none is running. It returns once Temporal has durably recorded the signal.
+func (s *Starter) Deliver(ctx context.Context, userID string, d models.Delivery) error {
+	if d.Entries == nil {
+		d.Entries = []models.QueuedRequest{}
+	}
+	return s.signalWithStartArg(ctx, userID, models.SignalDeliver, d)
+}
+
 func (s *Starter) signalWithStart(ctx context.Context, userID, signal string, reqs []models.QueuedRequest) error {
+	return s.signalWithStartArg(ctx, userID, signal, models.Submission{Requests: reqs})
+}
+
+func (s *Starter) signalWithStartArg(ctx context.Context, userID, signal string, arg any) error {
 	opts := client.StartWorkflowOptions{
 		ID:                    models.SessionWorkflowID(userID),
 		TaskQueue:             s.TaskQueue,
@@ -44,8 +57,7 @@ func (s *Starter) signalWithStart(ctx context.Context, userID, signal string, re
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.UserIDAttr.ValueSet(userID)),
 	}
 	in := workflows.Input{UserID: userID, Config: s.Config}
-	_, err := s.Client.SignalWithStartWorkflow(ctx, opts.ID, signal,
-		models.Submission{Requests: reqs}, opts, models.SessionWorkflowType, in)
+	_, err := s.Client.SignalWithStartWorkflow(ctx, opts.ID, signal, arg, opts, models.SessionWorkflowType, in)
 	if err != nil {
 		return fmt.Errorf("signal %s to session of %s: %w", signal, userID, err)
 	}

@@ -178,6 +178,8 @@ func runDev(ctx context.Context, cfg app.Config, args []string, getenv func(stri
 				return fmt.Errorf("worker: %w", err)
 			}
 			stops = append(stops, func() error { w.Stop(); return nil })
+			stopRelay := app.StartRelay(ctx, cfg, b, log.With("service", "worker"))
+			stops = append(stops, func() error { stopRelay(); return nil })
 			line("  Worker       task queue %q", models.TaskQueue)
 			if !want["api"] {
 				// Alone, the worker serves its metrics itself; beside the

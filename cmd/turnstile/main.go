@@ -108,6 +108,7 @@ func runWorker(ctx context.Context, cfg app.Config, log *slog.Logger) error {
 	}
 	defer stopMetrics()
 	log.Info("worker starting", "temporal", cfg.TemporalAddress, "namespace", cfg.Namespace)
+	defer app.StartRelay(ctx, cfg, b, log)()
 	return app.RunWorker(ctx, app.NewWorker(cfg, b, log))
 }
 

@@ -1,0 +1,280 @@
+// Package inbox owns the acceptance of requests: idempotency, the queue cap,
+// per-user sequence numbers, the commit to MongoDB that a 202 stands for,
+// and the delivery of accepted requests to the users' sessions — coalesced
+// per user right after acceptance (Dispatcher), and reconciled after any
+// crash or outage (Relay). The HTTP layer decodes, calls Submit, encodes.
+//
+// The mechanism is described in docs/architecture.md ("The inbox").
+package inbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/turnstile/turnstile/metrics"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+// Sessions is where deliveries go; *starter.Starter implements it.
+type Sessions interface {
+	// Deliver signals d to userID's session, opening a run if none is.
+	Deliver(ctx context.Context, userID string, d models.Delivery) error
+}
+
+// Errors Submit returns besides the store's.
+var (
+	// ErrKeyReused: the Idempotency-Key was used for a different submission.
+	ErrKeyReused = errors.New("idempotency key used for a different submission")
+	// ErrKeyInUse: a submission with the key is being accepted right now.
+	ErrKeyInUse = errors.New("a submission with this idempotency key is in progress")
+)
+
+// QueueFullError says the user's queue cannot take the submission.
+type QueueFullError struct{ Queued, Limit int }
+
+func (e *QueueFullError) Error() string {
+	return fmt.Sprintf("your queue holds %d requests; the limit is %d", e.Queued, e.Limit)
+}
+
+// Item is one request as submitted, validated by the caller.
+type Item struct {
+	Type    string
+	Payload string // compact JSON
+}
+
+// Submission is what one API call submits: its items are accepted in order,
+// all or none.
+type Submission struct {
+	UserID string
+	Key    string // Idempotency-Key, "" for none
+	Items  []Item
+	// Naive asks for the benchmark's naive execution path.
+	Naive bool
+}
+
+// Accepted is a submission's answer: the requests as recorded, the queue
+// position of the first, and whether they were accepted by an earlier
+// submission with the same key.
+type Accepted struct {
+	Requests []models.Request
+	Position int
+	Replayed bool
+}
+
+// Config tunes an Inbox. Zero fields take the defaults.
+type Config struct {
+	// MaxQueue bounds a user's waiting and running requests.
+	MaxQueue int
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// DefaultMaxQueue is Config.MaxQueue's default.
+const DefaultMaxQueue = 1000
+
+// Inbox accepts submissions into the store and hands them to a Dispatcher.
+type Inbox struct {
+	cfg      Config
+	requests *store.Requests
+	queues   *store.Queues
+	// dispatch delivers accepted requests; nil leaves them to the Relay.
+	dispatch *Dispatcher
+	// tails is the highest sequence number this process committed per
+	// user: a better allocation hint than a queue document read under load.
+	tails sync.Map // userID -> int64
+}
+
+// New returns an Inbox on st that hands accepted requests to d (nil: only
+// the relay delivers them).
+func New(cfg Config, st *store.Store, d *Dispatcher) *Inbox {
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Inbox{cfg: cfg, requests: st.Requests, queues: st.Queues, dispatch: d}
+}
+
+// hintTries bounds the writes of a queue's tail hint after a commit.
+const hintTries = 3
+
+// itemKey is the idempotency key stored on the i-th of n requests of a
+// submission. The separator is a space, which a client's key cannot hold,
+// so a batch's keys never collide with a single submission's.
+func itemKey(key string, i, n int) string {
+	if key == "" || n == 1 {
+		return key
+	}
+	return key + " " + strconv.Itoa(i)
+}
+
+// Submit accepts sub: when it returns nil, MongoDB has durably recorded
+// every request with its sequence number, and delivery to the session is
+// owed (see the package doc). A store that cannot be reached is an error
+// that wraps the driver's.
+func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
+	q, err := in.queues.Get(ctx, sub.UserID)
+	if err != nil {
+		return Accepted{}, err
+	}
+	if sub.Key != "" {
+		prev, err := in.replay(ctx, sub, false)
+		if err != nil || prev != nil {
+			return in.replayed(prev, q), err
+		}
+	}
+	if pending := int(q.Pending()); pending+len(sub.Items) > in.cfg.MaxQueue {
+		return Accepted{}, &QueueFullError{Queued: pending, Limit: in.cfg.MaxQueue}
+	}
+	now := in.cfg.Now().UTC().Truncate(time.Millisecond)
+	reqs := make([]models.Request, len(sub.Items))
+	for i, it := range sub.Items {
+		reqs[i] = models.Request{Type: it.Type, Payload: it.Payload, EnqueuedAt: now, Naive: sub.Naive,
+			IdempotencyKey: itemKey(sub.Key, i, len(sub.Items))}
+	}
+	hint := q.Tail
+	if v, ok := in.tails.Load(sub.UserID); ok {
+		hint = max(hint, v.(int64))
+	}
+	reqs, err = in.requests.Append(ctx, sub.UserID, hint, reqs)
+	if errors.Is(err, store.ErrDuplicate) && sub.Key != "" {
+		// A concurrent submission with the same key won.
+		prev, rerr := in.replay(ctx, sub, true)
+		if rerr != nil {
+			return Accepted{}, rerr
+		}
+		if prev == nil {
+			return Accepted{}, ErrKeyInUse
+		}
+		return in.replayed(prev, q), nil
+	}
+	if err != nil {
+		return Accepted{}, fmt.Errorf("accept: %w", err)
+	}
+	first, last := reqs[0].Seq, reqs[len(reqs)-1].Seq
+	in.committed(ctx, sub.UserID, last)
+	if sub.Key != "" {
+		ids := make([]string, len(reqs))
+		for i, r := range reqs {
+			ids[i] = r.ID
+		}
+		if err := in.requests.RememberKey(context.WithoutCancel(ctx), sub.UserID, sub.Key, ids); err != nil {
+			// Accepted all the same: a retry finds them by a scan instead.
+			in.cfg.Logger.Warn("could not record the idempotency key", "user_id", sub.UserID, "request_id", reqs[0].ID, "error", err)
+		}
+	}
+	if in.dispatch != nil {
+		entries := make([]models.QueuedRequest, len(reqs))
+		for i, r := range reqs {
+			entries[i] = models.QueuedRequest{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: r.Seq, Naive: r.Naive}
+		}
+		in.dispatch.Add(sub.UserID, models.Delivery{After: first - 1, Through: last, Entries: entries})
+	}
+	for _, r := range reqs {
+		metrics.RequestsSubmitted(r.Type)
+	}
+	in.cfg.Logger.Info("requests accepted", "user_id", sub.UserID, "request_id", reqs[0].ID, "count", len(reqs),
+		"seq", first, "workflow_id", models.SessionWorkflowID(sub.UserID), "type", reqs[0].Type)
+	return Accepted{Requests: reqs, Position: q.Position(first)}, nil
+}
+
+// committed raises the user's tail hint to seq, here and in the store,
+// where the relay looks for undelivered entries. The requests are committed
+// whatever happens here; if the hint cannot be written, the in-process
+// delivery still takes them, and a session's gap read finds them.
+func (in *Inbox) committed(ctx context.Context, userID string, seq int64) {
+	for {
+		v, loaded := in.tails.LoadOrStore(userID, seq)
+		if !loaded || v.(int64) >= seq || in.tails.CompareAndSwap(userID, v, seq) {
+			break
+		}
+	}
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	for range hintTries {
+		if err = in.queues.Committed(ctx, userID, seq, in.cfg.Now().UTC()); err == nil {
+			return
+		}
+	}
+	in.cfg.Logger.Error("could not record the queue's tail", "user_id", userID, "seq", seq, "error", err)
+}
+
+// replay returns the requests an earlier submission with sub.Key made, nil
+// if there is none. scan also looks for them by the key field (a scan on the
+// embedded store), for a submission whose key was not remembered yet.
+func (in *Inbox) replay(ctx context.Context, sub Submission, scan bool) ([]models.Request, error) {
+	prev, err := in.requests.ByKey(ctx, sub.UserID, sub.Key)
+	if errors.Is(err, store.ErrNotFound) && scan {
+		prev = nil
+		for i := range sub.Items {
+			r, err := in.requests.ByIdempotencyKey(ctx, sub.UserID, itemKey(sub.Key, i, len(sub.Items)))
+			if errors.Is(err, store.ErrNotFound) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("find by idempotency key: %w", err)
+			}
+			prev = append(prev, *r)
+		}
+		if len(prev) == 0 {
+			return nil, nil
+		}
+	} else if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("find by idempotency key: %w", err)
+	}
+	if len(prev) != len(sub.Items) {
+		return nil, ErrKeyReused
+	}
+	for i, r := range prev {
+		if r.Type != sub.Items[i].Type || r.Payload != sub.Items[i].Payload {
+			return nil, ErrKeyReused
+		}
+	}
+	return prev, nil
+}
+
+func (in *Inbox) replayed(prev []models.Request, q store.Queue) Accepted {
+	if prev == nil {
+		return Accepted{}
+	}
+	a := Accepted{Requests: prev, Replayed: true}
+	if prev[0].Status == models.StatusQueued {
+		a.Position = q.Position(prev[0].Seq)
+	}
+	return a
+}
+
+// Requeue sends request id of userID, already set queued, to the tail of
+// the user's queue with a new inbox entry.
+func (in *Inbox) Requeue(ctx context.Context, r *models.Request) error {
+	q, err := in.queues.Get(ctx, r.UserID)
+	if err != nil {
+		return err
+	}
+	hint := q.Tail
+	if v, ok := in.tails.Load(r.UserID); ok {
+		hint = max(hint, v.(int64))
+	}
+	seq, err := in.requests.AppendRequeue(ctx, r.UserID, hint, r.ID, in.cfg.Now().UTC().Truncate(time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("requeue %s: %w", r.ID, err)
+	}
+	in.committed(ctx, r.UserID, seq)
+	if in.dispatch != nil {
+		in.dispatch.Add(r.UserID, models.Delivery{After: seq - 1, Through: seq,
+			Entries: []models.QueuedRequest{{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: seq}}})
+	}
+	return nil
+}
