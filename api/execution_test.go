@@ -14,7 +14,7 @@ func TestSubmitWithFakeSessions_ExecutionHeader(t *testing.T) {
 	if w := f.do("POST", "/v1/requests/batch", `{"requests":[{"type":"echo"},{"type":"echo"}]}`, executionHeader, "default"); w.Code != http.StatusAccepted {
 		t.Fatalf("default batch: %d %s", w.Code, w.Body)
 	}
-	got := f.sessions.submitted
+	got := f.sessions.waitSubmitted(t, 3)
 	if len(got) != 3 || !got[0].Naive || got[1].Naive || got[2].Naive {
 		t.Fatalf("signalled %+v; want the first naive, the batch not", got)
 	}
