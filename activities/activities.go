@@ -67,6 +67,9 @@ type Inbox interface {
 	// Handled records that userID's session has handled every entry
 	// before low.
 	Handled(ctx context.Context, userID string, low int64) error
+	// Started records that userID's session has started every entry
+	// before next.
+	Started(ctx context.Context, userID string, next int64) error
 }
 
 // PendingInput asks for a user's inbox entries after a sequence number.
@@ -130,6 +133,10 @@ func (a *Activities) logger(ctx context.Context, requestID, userID string) *slog
 type MarkRunningInput struct {
 	RequestID string `json:"request_id"`
 	UserID    string `json:"user_id"`
+	// Seq is the request's inbox entry: once it starts, the user's
+	// started mark moves past it (positions and the cap count waiting
+	// requests).
+	Seq int64 `json:"seq,omitempty"`
 }
 
 // MarkRunningResult tells the workflow whether to run the request. Status is
@@ -159,6 +166,11 @@ func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (Mark
 		// A request ID from another user's signal must never run here.
 		return MarkRunningResult{}, temporal.NewNonRetryableApplicationError(
 			"request belongs to another user", ErrTypePermanent, nil)
+	}
+	if req.Status == models.StatusRunning && in.Seq > 0 && a.Inbox != nil {
+		if err := a.Inbox.Started(ctx, in.UserID, in.Seq+1); err != nil {
+			a.logger(ctx, in.RequestID, in.UserID).Warn("could not record the queue's started mark", "err", err)
+		}
 	}
 	if req.Status == models.StatusRunning && startedBy(req, now) {
 		wait := now.Sub(req.EnqueuedAt)

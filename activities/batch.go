@@ -89,6 +89,11 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 		res.Done = res.Done[:min(len(res.Done), len(in.Items))]
 	}
 	first := len(res.Done)
+	if a.Inbox != nil && first < len(in.Items) && in.Items[first].Seq > 0 {
+		if err := a.Inbox.Started(ctx, in.UserID, in.Items[first].Seq+1); err != nil {
+			a.logger(ctx, in.Items[first].ID, in.UserID).Warn("could not record the queue's started mark", "err", err)
+		}
+	}
 	start := time.Now()
 	for i := first; i < len(in.Items); i++ {
 		if i > first && (time.Since(start) >= in.Budget || ctx.Err() != nil) {

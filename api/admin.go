@@ -162,7 +162,7 @@ func (s *server) handleAdminSteer(action steer) gin.HandlerFunc {
 		case steerResume:
 			err = s.sessions.Resume(ctx, u.ID)
 		case steerClose:
-			err = s.sessions.Close(ctx, u.ID)
+			err = s.closeSession(ctx, u.ID)
 		}
 		s.answerSteer(c, ctx, u, err)
 	}

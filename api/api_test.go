@@ -63,7 +63,7 @@ func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionSt
 	st.QueueLength = len(st.Queue)
 	return st, nil
 }
-func (f *fakeSessions) Close(context.Context, string) error          { return nil }
+func (f *fakeSessions) Close(context.Context, string, int64) error   { return nil }
 func (f *fakeSessions) Cancel(context.Context, string, string) error { return nil }
 func (f *fakeSessions) Ping(context.Context) error                   { return f.pingErr }
 func (f *fakeSessions) Pause(context.Context, string) error          { return nil }

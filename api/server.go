@@ -27,7 +27,9 @@ type Sessions interface {
 	State(ctx context.Context, userID string) (models.SessionState, error)
 	// QueueLength is waiting + running as the session last recorded it.
 	QueueLength(ctx context.Context, userID string) (int, error)
-	Close(ctx context.Context, userID string) error
+	// Close closes the session once it holds everything through the
+	// user's sequence number through.
+	Close(ctx context.Context, userID string, through int64) error
 	Cancel(ctx context.Context, userID, requestID string) error
 	Ping(ctx context.Context) error
 

@@ -29,7 +29,7 @@ func (s *server) handleCloseSession() gin.HandlerFunc {
 		u := currentUser(c)
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		if err := s.sessions.Close(ctx, u.ID); err != nil {
+		if err := s.closeSession(ctx, u.ID); err != nil {
 			fail(c, fmt.Errorf("close session: %w", err))
 			return
 		}
@@ -74,4 +74,15 @@ var openAPISpec []byte
 
 func (s *server) handleOpenAPI() gin.HandlerFunc {
 	return func(c *gin.Context) { c.Data(http.StatusOK, "application/yaml", openAPISpec) }
+}
+
+// closeSession closes userID's session once it holds every request
+// accepted so far (deliveries are asynchronous: a close must not overtake
+// them).
+func (s *server) closeSession(ctx context.Context, userID string) error {
+	through, err := s.inbox.Tail(ctx, userID)
+	if err != nil {
+		return err
+	}
+	return s.sessions.Close(ctx, userID, through)
 }

@@ -278,3 +278,16 @@ func (in *Inbox) Requeue(ctx context.Context, r *models.Request) error {
 	}
 	return nil
 }
+
+// Tail is the highest sequence number accepted for userID that this
+// process or the store knows of: what a close must wait for.
+func (in *Inbox) Tail(ctx context.Context, userID string) (int64, error) {
+	q, err := in.queues.Get(ctx, userID)
+	if err != nil {
+		return 0, err
+	}
+	if v, ok := in.tails.Load(userID); ok {
+		return max(q.Tail, v.(int64)), nil
+	}
+	return q.Tail, nil
+}

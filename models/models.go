@@ -170,6 +170,14 @@ func ParseRequestID(id string) (userID string, seq int64, ok bool) {
 	return id[:i], n, true
 }
 
+// CloseSignal is the payload of SignalClose from session version 5 on: the
+// session ends only once it has taken in every entry through Through (the
+// user's last accepted request when the close was asked for), so a close
+// never overtakes a delivery still on its way.
+type CloseSignal struct {
+	Through int64 `json:"through,omitempty"`
+}
+
 // CancelSignal is the payload of SignalCancel.
 type CancelSignal struct {
 	RequestID string `json:"request_id"`

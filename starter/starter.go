@@ -120,8 +120,10 @@ func ignoreNoSession(err error) error {
 
 // Close asks the user's session to end once its queue is empty; closing a
 // session that is not running is a no-op.
-func (s *Starter) Close(ctx context.Context, userID string) error {
-	return ignoreNoSession(s.signal(ctx, userID, models.SignalClose, nil))
+// through is the user's last accepted sequence number: the session ends only
+// once it has taken in everything up to it.
+func (s *Starter) Close(ctx context.Context, userID string, through int64) error {
+	return ignoreNoSession(s.signal(ctx, userID, models.SignalClose, models.CloseSignal{Through: through}))
 }
 
 // Cancel drops a queued request from the user's session queue. The caller

@@ -67,20 +67,24 @@ const maxAppendTries = 64
 
 // Queue is a user's inbox bookkeeping: hints, each at most the truth.
 type Queue struct {
-	UserID    string    `bson:"_id"`
-	Tail      int64     `bson:"tail"`
-	Delivered int64     `bson:"delivered"`
-	Low       int64     `bson:"low"`
+	UserID    string `bson:"_id"`
+	Tail      int64  `bson:"tail"`
+	Delivered int64  `bson:"delivered"`
+	Low       int64  `bson:"low"`
+	// Started: every entry before it has been started by a session.
+	Started   int64     `bson:"started"`
 	UpdatedAt time.Time `bson:"updated_at"`
 }
 
-// Pending is how many entries may still wait or run: tail - low + 1, an
-// upper bound (cancelled entries in between count until a session passes
-// them).
-func (q Queue) Pending() int64 { return max(0, q.Tail-max(q.Low, 1)+1) }
+// next is the first entry that may still be waiting.
+func (q Queue) next() int64 { return max(q.Started, q.Low, 1) }
 
-// Position estimates where entry seq stands in the queue (1 = next).
-func (q Queue) Position(seq int64) int { return int(max(1, seq-max(q.Low, 1)+1)) }
+// Pending is how many entries may still wait: tail - next + 1, an upper
+// bound (cancelled entries in between count until a session passes them).
+func (q Queue) Pending() int64 { return max(0, q.Tail-q.next()+1) }
+
+// Position estimates where entry seq stands among the waiting (1 = next).
+func (q Queue) Position(seq int64) int { return int(max(1, seq-q.next()+1)) }
 
 // Queues is the per-user inbox documents.
 type Queues struct {
@@ -128,6 +132,11 @@ func (q *Queues) Delivered(ctx context.Context, userID string, seq int64, now ti
 // by a session (run, or skipped as cancelled).
 func (q *Queues) Handled(ctx context.Context, userID string, low int64, now time.Time) error {
 	return q.raise(ctx, userID, "low", low, now)
+}
+
+// Started records that every entry of userID before next has been started.
+func (q *Queues) Started(ctx context.Context, userID string, next int64, now time.Time) error {
+	return q.raise(ctx, userID, "started", next, now)
 }
 
 // Undelivered returns the queue documents with entries no session is known

@@ -113,7 +113,7 @@ func TestE2E_AttemptsSwallowedByAFrozenWorkerAreGrantedAgain(t *testing.T) {
 		t.Fatalf("the frozen worker took %d attempts, want %d", n, cfg.MaxAttempts)
 	}
 
-	if err := st.Close(ctx, c.userID); err != nil {
+	if err := st.Close(ctx, c.userID, 0); err != nil {
 		t.Fatal(err)
 	}
 	hist := replayRecorded(ctx, t, models.SessionWorkflowID(c.userID), 10, "TURNSTILE_RECORD_REDELIVER_HISTORY")

@@ -39,13 +39,16 @@ func New(c client.Client, cfg Config) sdkworker.Worker {
 	}
 	w := sdkworker.New(c, queue, cfg.Options)
 	RegisterWorkflows(w)
-	w.RegisterActivity(&activities.Activities{
+	acts := &activities.Activities{
 		Store:          Recorder{cfg.Requests},
 		Handlers:       cfg.Handlers,
 		Logger:         cfg.Logger,
 		HeartbeatEvery: cfg.HeartbeatEvery,
-		Inbox:          Inbox{Requests: cfg.Requests, Queues: cfg.Queues},
-	})
+	}
+	if cfg.Queues != nil {
+		acts.Inbox = Inbox{Requests: cfg.Requests, Queues: cfg.Queues}
+	}
+	w.RegisterActivity(acts)
 	return w
 }
 
@@ -126,6 +129,11 @@ func (i Inbox) Pending(ctx context.Context, userID string, after int64, limit in
 		return models.Delivery{}, err
 	}
 	return page.Delivery(after), nil
+}
+
+// Started implements activities.Inbox.
+func (i Inbox) Started(ctx context.Context, userID string, next int64) error {
+	return i.Queues.Started(ctx, userID, next, time.Now().UTC())
 }
 
 // Handled implements activities.Inbox.

@@ -44,6 +44,8 @@ func (f *fakeInbox) Handled(_ context.Context, _ string, low int64) error {
 	return nil
 }
 
+func (f *fakeInbox) Started(context.Context, string, int64) error { return nil }
+
 func (f *fakeInbox) readsAfter() []int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -175,4 +177,20 @@ func TestInbox_OldShapeSessionDrains(t *testing.T) {
 		Carried: false, // an old run's continue-as-new input had no Carried
 	})
 	h.wantRan("old1", "old2", "old3", "new1", "new2")
+}
+
+// A close that arrives before a delivery still on its way (deliveries are
+// asynchronous) does not end the session before it: the close names the
+// last accepted sequence number, and the session reads what it misses.
+func TestInbox_CloseWaitsForEverythingAcceptedBeforeIt(t *testing.T) {
+	h := newHarness(t)
+	in := withInbox(h)
+	first := in.append("c1")
+	h.signalAt(time.Second, models.SignalDeliver, deliveryOf(first))
+	h.env.RegisterDelayedCallback(func() {
+		in.append("c2", "c3") // accepted, delivery not arrived
+		h.env.SignalWorkflow(models.SignalClose, models.CloseSignal{Through: 3})
+	}, 2*time.Second)
+	h.run(Input{})
+	h.wantRan("c1", "c2", "c3")
 }

@@ -322,7 +322,7 @@ func (s *session) run(ctx workflow.Context) error {
 		// Between two requests is the only safe point to end the run: no
 		// activity is in flight, and everything received is in s.
 		if running == nil {
-			if s.closed && len(s.queue) == 0 {
+			if s.closed && len(s.queue) == 0 && s.lastSeq >= s.wantSeq {
 				log.Info("session closed and drained; ending", "processed", s.processed)
 				return nil
 			}
@@ -480,8 +480,15 @@ func (s *session) queued(id string) bool {
 }
 
 func (s *session) onClose(ctx workflow.Context, c workflow.ReceiveChannel) {
-	c.Receive(ctx, nil)
+	if s.version < versionInbox {
+		c.Receive(ctx, nil)
+		s.closed = true
+		return
+	}
+	var cs models.CloseSignal
+	c.Receive(ctx, &cs)
 	s.closed = true
+	s.wantSeq = max(s.wantSeq, cs.Through)
 }
 
 func (s *session) onCancel(ctx workflow.Context, c workflow.ReceiveChannel) {
@@ -654,7 +661,7 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 	recordCtx := s.recordOptions(ctx, recordTimeout)
 	var mark activities.MarkRunningResult
 	err := workflow.ExecuteLocalActivity(recordCtx, acts.MarkRunning,
-		activities.MarkRunningInput{RequestID: req.ID, UserID: s.in.UserID}).Get(ctx, &mark)
+		activities.MarkRunningInput{RequestID: req.ID, UserID: s.in.UserID, Seq: req.Seq}).Get(ctx, &mark)
 	if err != nil || mark.Status != models.StatusRunning {
 		// Missing, already final, or not ours: nothing to run.
 		workflow.GetLogger(ctx).Info("request skipped", "request_id", req.ID, "status", mark.Status, "error", err)
