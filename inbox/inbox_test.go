@@ -1,0 +1,154 @@
+package inbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/turnstile/turnstile/inbox"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store/storetest"
+)
+
+// fakeSessions records deliveries (Temporal is faked here; the store is a
+// real FerretDB over the wire; tests/ runs the real thing end to end).
+type fakeSessions struct {
+	mu   sync.Mutex
+	down bool
+	got  []models.Delivery
+}
+
+func (f *fakeSessions) Deliver(_ context.Context, _ string, d models.Delivery) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return errors.New("temporal down")
+	}
+	f.got = append(f.got, d)
+	return nil
+}
+
+func (f *fakeSessions) deliveries() []models.Delivery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]models.Delivery(nil), f.got...)
+}
+
+// entries flattens deliveries, checking each covers (After, Through]
+// contiguously after the previous one.
+func entries(t *testing.T, ds []models.Delivery) []int64 {
+	t.Helper()
+	var out []int64
+	for _, d := range ds {
+		for _, e := range d.Entries {
+			if e.Seq <= d.After || e.Seq > d.Through {
+				t.Fatalf("entry %d outside its delivery (%d, %d]", e.Seq, d.After, d.Through)
+			}
+			out = append(out, e.Seq)
+		}
+	}
+	return out
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func submitN(t *testing.T, in *inbox.Inbox, user string, n int) {
+	t.Helper()
+	for i := range n {
+		if _, err := in.Submit(t.Context(), inbox.Submission{UserID: user, Items: []inbox.Item{{Type: "echo", Payload: fmt.Sprint(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A burst costs about one signal per flush, and while Temporal is down the
+// submissions are accepted and delivered, in order, once it is back.
+func TestDispatcherCoalescesAndRetries(t *testing.T) {
+	db := storetest.Open(t)
+	sessions := &fakeSessions{down: true}
+	d := inbox.NewDispatcher(t.Context(), inbox.DispatcherConfig{Linger: 20 * time.Millisecond, RetryMax: 50 * time.Millisecond}, sessions, db.Store.Queues)
+	in := inbox.New(inbox.Config{MaxQueue: 100}, db.Store, d)
+	submitN(t, in, "u1", 20)
+	time.Sleep(100 * time.Millisecond)
+	sessions.mu.Lock()
+	sessions.down = false
+	sessions.mu.Unlock()
+	waitFor(t, func() bool { return len(entries(t, sessions.deliveries())) == 20 })
+	got := entries(t, sessions.deliveries())
+	for i, seq := range got {
+		if seq != int64(i+1) {
+			t.Fatalf("delivered %v, want 1..20 in order", got)
+		}
+	}
+	if n := len(sessions.deliveries()); n > 3 {
+		t.Fatalf("%d signals for 20 requests accepted while Temporal was down", n)
+	}
+	q, err := db.Store.Queues.Get(t.Context(), "u1")
+	if err != nil || q.Delivered != 20 || q.Tail != 20 {
+		t.Fatalf("queue %+v %v", q, err)
+	}
+}
+
+// Requests accepted by a process that delivers nothing (it died after its
+// 202s) are delivered by the relay, once.
+func TestRelayDeliversOrphans(t *testing.T) {
+	db := storetest.Open(t)
+	in := inbox.New(inbox.Config{MaxQueue: 100}, db.Store, nil)
+	submitN(t, in, "u1", 3)
+	if _, err := in.Submit(t.Context(), inbox.Submission{UserID: "u2", Items: []inbox.Item{{Type: "echo", Payload: "1"}, {Type: "echo", Payload: "2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	sessions := &fakeSessions{}
+	r := inbox.NewRelay(inbox.RelayConfig{Grace: time.Nanosecond}, db.Store, sessions, nil)
+	if err := r.Tick(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := entries(t, sessions.deliveries()); len(got) != 5 {
+		t.Fatalf("relayed %v, want the 5 accepted entries", got)
+	}
+	if err := r.Tick(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sessions.deliveries()); n != 2 {
+		t.Fatalf("%d deliveries after a second pass, want the 2 of the first", n)
+	}
+}
+
+func TestSubmitCapAndKey(t *testing.T) {
+	db := storetest.Open(t)
+	in := inbox.New(inbox.Config{MaxQueue: 3}, db.Store, nil)
+	ctx := t.Context()
+	sub := inbox.Submission{UserID: "u1", Key: "k", Items: []inbox.Item{{Type: "echo", Payload: "1"}, {Type: "echo", Payload: "2"}}}
+	a, err := in.Submit(ctx, sub)
+	if err != nil || len(a.Requests) != 2 || a.Requests[1].Seq != 2 || a.Position != 1 {
+		t.Fatalf("first: %+v %v", a, err)
+	}
+	b, err := in.Submit(ctx, sub)
+	if err != nil || !b.Replayed || b.Requests[0].ID != a.Requests[0].ID {
+		t.Fatalf("replay: %+v %v", b, err)
+	}
+	sub.Items[1].Payload = "3"
+	if _, err := in.Submit(ctx, sub); !errors.Is(err, inbox.ErrKeyReused) {
+		t.Fatalf("other content, same key: %v", err)
+	}
+	// A client key that looks like a batch member's stored key is its own.
+	if _, err := in.Submit(ctx, inbox.Submission{UserID: "u1", Key: "k#0", Items: []inbox.Item{{Type: "echo", Payload: "1"}}}); err != nil {
+		t.Fatalf("key k#0: %v", err)
+	}
+	var full *inbox.QueueFullError
+	if _, err := in.Submit(ctx, inbox.Submission{UserID: "u1", Items: []inbox.Item{{Type: "echo", Payload: "9"}}}); !errors.As(err, &full) || full.Queued != 3 {
+		t.Fatalf("over the cap: %v", err)
+	}
+}
