@@ -184,6 +184,7 @@ func TestInbox_OldShapeSessionDrains(t *testing.T) {
 // last accepted sequence number, and the session reads what it misses.
 func TestInbox_CloseWaitsForEverythingAcceptedBeforeIt(t *testing.T) {
 	h := newHarness(t)
+	start := h.env.Now()
 	in := withInbox(h)
 	first := in.append("c1")
 	h.signalAt(time.Second, models.SignalDeliver, deliveryOf(first))
@@ -191,6 +192,13 @@ func TestInbox_CloseWaitsForEverythingAcceptedBeforeIt(t *testing.T) {
 		in.append("c2", "c3") // accepted, delivery not arrived
 		h.env.SignalWorkflow(models.SignalClose, models.CloseSignal{Through: 3})
 	}, 2*time.Second)
+	// The delivery arrives after the close: it drains, and does not reopen
+	// the session (the run ends without waiting for the idle timeout).
+	h.signalAt(3*time.Second, models.SignalDeliver, models.Delivery{After: 1, Through: 3,
+		Entries: []models.QueuedRequest{{ID: "c2", Type: "work", Seq: 2}, {ID: "c3", Type: "work", Seq: 3}}})
 	h.run(Input{})
 	h.wantRan("c1", "c2", "c3")
+	if end := h.env.Now(); end.Sub(start) > time.Minute {
+		t.Fatalf("the session ended %v after it started: the late delivery reopened it", end.Sub(start))
+	}
 }

@@ -122,6 +122,9 @@ type Input struct {
 	// that has not been read yet (a gap the session fills from the store).
 	LastSeq int64 `json:"last_seq,omitempty"`
 	WantSeq int64 `json:"want_seq,omitempty"`
+	// CloseSeq is the last sequence number accepted before the latest
+	// close: entries up to it drain without reopening the session.
+	CloseSeq int64 `json:"close_seq,omitempty"`
 	// Carried marks a continue-as-new input. A run without it is fresh and,
 	// from versionInbox on, first takes in what the store holds for its
 	// user (its previous run may have been terminated with work queued).
@@ -182,7 +185,7 @@ type session struct {
 
 	// lastSeq and wantSeq: see Input. fetchAt is when to read the store
 	// for a gap again (zero: at once when wantSeq > lastSeq).
-	lastSeq, wantSeq int64
+	lastSeq, wantSeq, closeSeq int64
 
 	// Search attribute values last written, to upsert only on change.
 	savedQueueLen int64
@@ -214,6 +217,7 @@ func newSession(in Input) *session {
 		policy:    in.Policy,
 		lastSeq:   in.LastSeq,
 		wantSeq:   in.WantSeq,
+		closeSeq:  in.CloseSeq,
 		// A new run starts with QueueLength and Paused unset in its
 		// visibility record (only UserId is given at start), so the first
 		// pass writes them.
@@ -398,7 +402,9 @@ func (s *session) takeIn(entries []models.QueuedRequest, through int64) {
 			continue
 		}
 		s.queue = append(s.queue, e)
-		s.closed = false // new work reopens a session that was closing
+		if e.Seq > s.closeSeq {
+			s.closed = false // work accepted after a close reopens the session
+		}
 	}
 	s.lastSeq = max(s.lastSeq, through)
 }
@@ -489,6 +495,7 @@ func (s *session) onClose(ctx workflow.Context, c workflow.ReceiveChannel) {
 	c.Receive(ctx, &cs)
 	s.closed = true
 	s.wantSeq = max(s.wantSeq, cs.Through)
+	s.closeSeq = max(s.closeSeq, cs.Through)
 }
 
 func (s *session) onCancel(ctx workflow.Context, c workflow.ReceiveChannel) {
@@ -851,6 +858,7 @@ func (s *session) carry() Input {
 		Policy:    s.policy,
 		LastSeq:   s.lastSeq,
 		WantSeq:   s.wantSeq,
+		CloseSeq:  s.closeSeq,
 		Carried:   true,
 	}
 }
