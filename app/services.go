@@ -200,9 +200,18 @@ func faultHook(cfg Config, log *slog.Logger) func() {
 	log.Warn("fault injection enabled: the API exits after answering a submission 202, before delivering it")
 	return func() {
 		log.Warn("fault point reached: exiting", "fault", cfg.FaultPoint)
-		os.Exit(faultExitCode)
+		// Exit once the handler has returned and net/http has finished the
+		// response (a chunked body ends only then); this API delivers
+		// nothing itself, so the exit still comes before any delivery.
+		go func() {
+			time.Sleep(faultExitDelay)
+			os.Exit(faultExitCode)
+		}()
 	}
 }
+
+// faultExitDelay lets the 202 that reached the fault point reach its client.
+const faultExitDelay = 200 * time.Millisecond
 
 // faultExitCode is what a process killed by a fault point exits with.
 const faultExitCode = 70

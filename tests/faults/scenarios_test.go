@@ -441,7 +441,7 @@ func TestFault8_BurstPastContinueAsNewKeepsOrder(t *testing.T) {
 		}
 	}
 	t.Logf("%d requests accepted in %s", batches*perBatch, time.Since(start).Round(100*time.Millisecond))
-	s.waitDrained(time.Duration(batches) * 25 * time.Second)
+	s.waitDrained(time.Duration(batches) * 35 * time.Second)
 	t.Logf("waited %s for the queue after the first submission", time.Since(start).Round(100*time.Millisecond))
 	s.check(fmt.Sprintf("8 one user bursts %d requests past continue-as-new", batches*perBatch))
 
