@@ -218,6 +218,11 @@ func (in *Inbox) replay(ctx context.Context, sub Submission, scan bool) ([]model
 		prev = nil
 		for i := range sub.Items {
 			r, err := in.requests.ByIdempotencyKey(ctx, sub.UserID, itemKey(sub.Key, i, len(sub.Items)))
+			if err == nil {
+				// Only a request that counts: not a member of a batch that
+				// was voided (its key is freed shortly).
+				r, err = in.requests.Get(ctx, sub.UserID, r.ID)
+			}
 			if errors.Is(err, store.ErrNotFound) {
 				break
 			}
@@ -226,7 +231,9 @@ func (in *Inbox) replay(ctx context.Context, sub Submission, scan bool) ([]model
 			}
 			prev = append(prev, *r)
 		}
-		if len(prev) == 0 {
+		if len(prev) < len(sub.Items) {
+			// None, or a voided batch whose keys are being freed: the
+			// caller answers "in progress, retry".
 			return nil, nil
 		}
 	} else if errors.Is(err, store.ErrNotFound) {

@@ -324,6 +324,7 @@ func (r *Requests) tombstone(ctx context.Context, userID string, start, last int
 	}
 	_, err = r.c.InsertOne(ctx, doc)
 	if err == nil {
+		r.voidMembers(ctx, userID, start, last)
 		return false, nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
@@ -334,6 +335,19 @@ func (r *Requests) tombstone(ctx context.Context, userID string, start, last int
 		return false, err
 	}
 	return !cur.void(), nil
+}
+
+// voidMembers marks the members of a voided range void and frees their
+// idempotency keys, so they count nowhere and a retry with the same key can
+// be accepted. Best effort: the tombstone already voids them for every
+// reader; a member left queued only shows in admin counts.
+func (r *Requests) voidMembers(ctx context.Context, userID string, start, last int64) {
+	for seq := start; seq < last; seq++ {
+		_, _ = r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: models.RequestID(userID, seq)}}, bson.D{
+			{Key: "$set", Value: bson.D{{Key: "status", Value: statusVoid}}},
+			{Key: "$unset", Value: bson.D{{Key: idemField, Value: ""}}},
+		})
+	}
 }
 
 // Entry is one inbox entry to deliver: Seq, and the request it runs (for a

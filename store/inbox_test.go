@@ -171,6 +171,12 @@ func TestAppendIdempotencyKeyTaken(t *testing.T) {
 	if _, err := s.Requests.Get(ctx, user, models.RequestID(user, 3)); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a member of a voided batch: %v, want ErrNotFound", err)
 	}
+	// The voided member counts nowhere (it is not queued).
+	counts, err := s.Requests.CountByStatus(ctx)
+	if err != nil || counts[models.StatusQueued] != 3 {
+		t.Fatalf("queued count %v %v, want 3 (the voided member is not queued)", counts, err)
+	}
+
 	q, _ := s.Queues.Get(ctx, user)
 	list, _, err := s.Requests.ListOwn(ctx, q, "", 10, 0)
 	if err != nil {
