@@ -128,7 +128,7 @@ func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
 		return Accepted{}, err
 	}
 	if sub.Key != "" {
-		prev, err := in.replay(ctx, sub, false)
+		prev, _, err := in.replay(ctx, sub, false)
 		if err != nil || prev != nil {
 			return in.replayed(prev, q), err
 		}
@@ -137,26 +137,32 @@ func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
 		return Accepted{}, &QueueFullError{Queued: pending, Limit: in.cfg.MaxQueue}
 	}
 	now := in.cfg.Now().UTC().Truncate(time.Millisecond)
-	reqs := make([]models.Request, len(sub.Items))
+	items := make([]models.Request, len(sub.Items))
 	for i, it := range sub.Items {
-		reqs[i] = models.Request{Type: it.Type, Payload: it.Payload, EnqueuedAt: now, Naive: sub.Naive,
+		items[i] = models.Request{Type: it.Type, Payload: it.Payload, EnqueuedAt: now, Naive: sub.Naive,
 			IdempotencyKey: itemKey(sub.Key, i, len(sub.Items))}
 	}
-	hint := q.Tail
-	if v, ok := in.tails.Load(sub.UserID); ok {
-		hint = max(hint, v.(int64))
-	}
-	reqs, err = in.requests.Append(ctx, sub.UserID, hint, reqs)
-	if errors.Is(err, store.ErrDuplicate) && sub.Key != "" {
-		// A concurrent submission with the same key won.
-		prev, rerr := in.replay(ctx, sub, true)
-		if rerr != nil {
-			return Accepted{}, rerr
+	var reqs []models.Request
+	for try := 1; ; try++ {
+		hint := q.Tail
+		if v, ok := in.tails.Load(sub.UserID); ok {
+			hint = max(hint, v.(int64))
 		}
-		if prev == nil {
+		reqs, err = in.requests.Append(ctx, sub.UserID, hint, items)
+		if !errors.Is(err, store.ErrDuplicate) || sub.Key == "" {
+			break
+		}
+		// A concurrent submission with the same key won, or the key is
+		// held by a member of a voided batch, now freed.
+		prev, freed, rerr := in.replay(ctx, sub, true)
+		switch {
+		case rerr != nil:
+			return Accepted{}, rerr
+		case prev != nil:
+			return in.replayed(prev, q), nil
+		case !freed || try == freeTries:
 			return Accepted{}, ErrKeyInUse
 		}
-		return in.replayed(prev, q), nil
 	}
 	if err != nil {
 		return Accepted{}, fmt.Errorf("accept: %w", err)
@@ -209,47 +215,62 @@ func (in *Inbox) committed(ctx context.Context, userID string, seq int64) {
 	in.cfg.Logger.Error("could not record the queue's tail", "user_id", userID, "seq", seq, "error", err)
 }
 
+// freeTries bounds a submission's appends when its key was held by a
+// member of a voided batch.
+const freeTries = 3
+
 // replay returns the requests an earlier submission with sub.Key made, nil
 // if there is none. scan also looks for them by the key field (a scan on the
-// embedded store), for a submission whose key was not remembered yet.
-func (in *Inbox) replay(ctx context.Context, sub Submission, scan bool) ([]models.Request, error) {
-	prev, err := in.requests.ByKey(ctx, sub.UserID, sub.Key)
+// embedded store), for a submission whose key was not remembered yet; freed
+// reports that it found the key held by a member of a voided batch and
+// freed it (the caller may append again).
+func (in *Inbox) replay(ctx context.Context, sub Submission, scan bool) (prev []models.Request, freed bool, err error) {
+	prev, err = in.requests.ByKey(ctx, sub.UserID, sub.Key)
 	if errors.Is(err, store.ErrNotFound) && scan {
 		prev = nil
 		for i := range sub.Items {
-			r, err := in.requests.ByIdempotencyKey(ctx, sub.UserID, itemKey(sub.Key, i, len(sub.Items)))
+			held, err := in.requests.ByIdempotencyKey(ctx, sub.UserID, itemKey(sub.Key, i, len(sub.Items)))
+			var r *models.Request
 			if err == nil {
-				// Only a request that counts: not a member of a batch that
-				// was voided (its key is freed shortly).
-				r, err = in.requests.Get(ctx, sub.UserID, r.ID)
+				// Only a request that counts: not a member of a batch
+				// still being inserted, or voided.
+				r, err = in.requests.Get(ctx, sub.UserID, held.ID)
+				if errors.Is(err, store.ErrNotFound) {
+					if f, ferr := in.requests.FreeVoided(ctx, sub.UserID, held.ID); ferr != nil {
+						return nil, false, fmt.Errorf("free the key of a voided request: %w", ferr)
+					} else if f {
+						freed = true
+						continue
+					}
+				}
 			}
 			if errors.Is(err, store.ErrNotFound) {
 				break
 			}
 			if err != nil {
-				return nil, fmt.Errorf("find by idempotency key: %w", err)
+				return nil, false, fmt.Errorf("find by idempotency key: %w", err)
 			}
 			prev = append(prev, *r)
 		}
 		if len(prev) < len(sub.Items) {
-			// None, or a voided batch whose keys are being freed: the
-			// caller answers "in progress, retry".
-			return nil, nil
+			// None (the key was freed), or a submission still in
+			// progress: the caller appends again or answers "retry".
+			return nil, freed, nil
 		}
 	} else if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+		return nil, false, nil
 	} else if err != nil {
-		return nil, fmt.Errorf("find by idempotency key: %w", err)
+		return nil, false, fmt.Errorf("find by idempotency key: %w", err)
 	}
 	if len(prev) != len(sub.Items) {
-		return nil, ErrKeyReused
+		return nil, false, ErrKeyReused
 	}
 	for i, r := range prev {
 		if r.Type != sub.Items[i].Type || r.Payload != sub.Items[i].Payload {
-			return nil, ErrKeyReused
+			return nil, false, ErrKeyReused
 		}
 	}
-	return prev, nil
+	return prev, false, nil
 }
 
 func (in *Inbox) replayed(prev []models.Request, q store.Queue) Accepted {

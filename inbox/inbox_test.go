@@ -8,8 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
 	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/store/storetest"
 )
 
@@ -150,5 +155,52 @@ func TestSubmitCapAndKey(t *testing.T) {
 	var full *inbox.QueueFullError
 	if _, err := in.Submit(ctx, inbox.Submission{UserID: "u1", Items: []inbox.Item{{Type: "echo", Payload: "9"}}}); !errors.As(err, &full) || full.Queued != 3 {
 		t.Fatalf("over the cap: %v", err)
+	}
+}
+
+// A batch insert whose outcome was unknown is settled by a tombstone in its
+// last member's place; the server may still land earlier members after
+// that (the insert was in flight when the client gave up). Such members
+// are void: a retry with the same key is accepted as a new submission,
+// never answered "in use" for good, and the members count as queued
+// nowhere. (Fault 9 found both under load.)
+func TestSubmitAfterLateMembersOfAVoidedBatch(t *testing.T) {
+	db := storetest.Open(t)
+	raw, err := mongo.Connect(options.Client().ApplyURI(db.URI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Disconnect(context.Background()) })
+	c := raw.Database(db.Name).Collection(store.RequestsCollection)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	// The tombstone that settled range 1..2, then member 1 landing late
+	// with its idempotency key.
+	if _, err := c.InsertOne(ctx, bson.D{
+		{Key: "_id", Value: models.RequestID("u1", 2)}, {Key: "user_id", Value: "u1"}, {Key: "seq", Value: int64(2)},
+		{Key: "status", Value: "void"}, {Key: "enqueued_at", Value: now}, {Key: "batch_start", Value: int64(1)}, {Key: "batch_end", Value: int64(2)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.InsertOne(ctx, bson.D{
+		{Key: "_id", Value: models.RequestID("u1", 1)}, {Key: "user_id", Value: "u1"}, {Key: "seq", Value: int64(1)},
+		{Key: "type", Value: "echo"}, {Key: "payload", Value: "1"}, {Key: "status", Value: "queued"}, {Key: "enqueued_at", Value: now},
+		{Key: "batch_start", Value: int64(1)}, {Key: "batch_end", Value: int64(2)}, {Key: "idem", Value: "u1\x00k 0"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	in := inbox.New(inbox.Config{MaxQueue: 10}, db.Store, nil)
+	sub := inbox.Submission{UserID: "u1", Key: "k", Items: []inbox.Item{{Type: "echo", Payload: "1"}, {Type: "echo", Payload: "2"}}}
+	a, err := in.Submit(ctx, sub)
+	if err != nil || a.Replayed || len(a.Requests) != 2 || a.Requests[0].Seq != 3 {
+		t.Fatalf("retry after a voided batch: %+v %v, want accepted anew at 3..4", a, err)
+	}
+	counts, err := db.Store.Requests.CountByStatus(ctx)
+	if err != nil || counts[models.StatusQueued] != 2 {
+		t.Fatalf("queued %v %v, want the 2 accepted (the late member is void)", counts, err)
+	}
+	b, err := in.Submit(ctx, sub)
+	if err != nil || !b.Replayed || b.Requests[0].ID != a.Requests[0].ID {
+		t.Fatalf("second retry: %+v %v, want the replay of the first", b, err)
 	}
 }

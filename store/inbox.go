@@ -250,7 +250,7 @@ func (r *Requests) appendDocs(ctx context.Context, userID string, hint int64, do
 				docs[i].BatchStart, docs[i].BatchEnd = n, n+k-1
 			}
 		}
-		_, err := r.c.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+		_, err := r.insertMany(ctx, docs)
 		if err == nil {
 			return nil
 		}
@@ -294,6 +294,18 @@ func (r *Requests) appendDocs(ctx context.Context, userID string, hint int64, do
 	return fmt.Errorf("store: append: %w: gave up after %d taken sequence numbers", ErrConflict, maxAppendTries)
 }
 
+// insertTimeout bounds an append's insert apart from the caller's
+// deadline. An insert the caller abandons keeps running on the server and
+// may land after the tombstone that settled it; detached, the insert's
+// outcome is known unless MongoDB itself stops answering.
+const insertTimeout = 20 * time.Second
+
+func (r *Requests) insertMany(ctx context.Context, docs []entryDoc) (*mongo.InsertManyResult, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), insertTimeout)
+	defer cancel()
+	return r.c.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
+}
+
 // settleUnknown decides the range start..last whose insert may or may not
 // have landed: it writes a tombstone in last's place unless last exists.
 // committed reports that the range is committed.
@@ -325,6 +337,9 @@ func (r *Requests) tombstone(ctx context.Context, userID string, start, last int
 	_, err = r.c.InsertOne(ctx, doc)
 	if err == nil {
 		r.voidMembers(ctx, userID, start, last)
+		if start < last {
+			r.sweepLater(userID, start, last)
+		}
 		return false, nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
@@ -348,6 +363,50 @@ func (r *Requests) voidMembers(ctx context.Context, userID string, start, last i
 			{Key: "$unset", Value: bson.D{{Key: idemField, Value: ""}}},
 		})
 	}
+}
+
+// sweepAfter are the delays after a tombstone at which its range's members
+// are voided again: a member the server landed after the tombstone (its
+// insert was in flight) is void for every reader already, but it would
+// hold its idempotency key and count as queued in admin figures.
+var sweepAfter = []time.Duration{time.Second, 10 * time.Second, time.Minute}
+
+// sweepLater voids the members of the voided range start..last again after
+// each of sweepAfter. Best effort, in this process; a key a late member
+// still holds is freed by the next submission that needs it (FreeVoided).
+func (r *Requests) sweepLater(userID string, start, last int64) {
+	go func() {
+		var slept time.Duration
+		for _, d := range sweepAfter {
+			time.Sleep(d - slept)
+			slept = d
+			ctx, cancel := context.WithTimeout(context.Background(), compensationTimeout)
+			r.voidMembers(ctx, userID, start, last)
+			cancel()
+		}
+	}()
+}
+
+// FreeVoided voids request id of userID if it is a member of a voided
+// batch (its last member is a tombstone) and frees its idempotency key;
+// freed reports that it was such a member.
+func (r *Requests) FreeVoided(ctx context.Context, userID, id string) (freed bool, err error) {
+	var d entryDoc
+	if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d); err != nil {
+		return false, notFound("read entry", err)
+	}
+	if d.UserID != userID || d.end() == d.Seq {
+		return false, nil
+	}
+	last, err := r.entry(ctx, userID, d.end())
+	if errors.Is(err, ErrNotFound) || (err == nil && !last.void()) {
+		return false, nil // still being inserted, or committed
+	}
+	if err != nil {
+		return false, err
+	}
+	r.voidMembers(ctx, userID, d.start(), d.end())
+	return true, nil
 }
 
 // Entry is one inbox entry to deliver: Seq, and the request it runs (for a

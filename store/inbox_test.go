@@ -316,3 +316,42 @@ func TestQueuesHints(t *testing.T) {
 		t.Fatalf("undelivered after delivery: %+v", und)
 	}
 }
+
+// A member that lands after the tombstone voiding its batch (the insert
+// was still running on the server) is voided again by the sweeps after the
+// tombstone: it neither counts as queued nor holds its key.
+func TestTombstoneSweepsLateMembers(t *testing.T) {
+	defer store.SetSweepAfter(50*time.Millisecond, 200*time.Millisecond)()
+	s, raw := open(t)
+	ctx := testContext(t)
+	user := newID(t)
+	if _, err := s.Requests.Append(ctx, user, 0, items(1, "taken")); err != nil {
+		t.Fatal(err)
+	}
+	// Seq 2..3: member 2 goes in, member 3's key is taken: the batch is
+	// voided by a tombstone at 3.
+	batch := items(2, "b")
+	batch[1].IdempotencyKey = "taken 0"
+	if _, err := s.Requests.Append(ctx, user, 1, batch); !errors.Is(err, store.ErrDuplicate) {
+		t.Fatalf("batch with a taken key: %v", err)
+	}
+	// Member 2 as a late landing leaves it: queued, with its key.
+	if _, err := raw.Collection(store.RequestsCollection).UpdateOne(ctx, bson.D{{Key: "_id", Value: models.RequestID(user, 2)}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "status", Value: "queued"}, {Key: "idem", Value: user + "\x00b 0"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		counts, err := s.Requests.CountByStatus(ctx)
+		if err == nil && counts[models.StatusQueued] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queued %v %v, want 1: the late member was not swept", counts, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := s.Requests.ByIdempotencyKey(ctx, user, "b 0"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the swept member's key: %v, want freed", err)
+	}
+}
