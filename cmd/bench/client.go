@@ -18,14 +18,15 @@ var throttled atomic.Int64
 
 // client calls the Turnstile API.
 type client struct {
-	base string
-	http *http.Client
+	base    string
+	http    *http.Client
+	metrics []string // Prometheus endpoints counting delivery signals
 }
 
 func newClient(base string) *client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
-	return &client{base: base, http: &http.Client{Timeout: time.Minute, Transport: tr}}
+	return &client{base: base, http: &http.Client{Timeout: time.Minute, Transport: tr}, metrics: []string{base + "/metrics"}}
 }
 
 // apiError is a non-2xx answer.

@@ -67,13 +67,16 @@ var standard = []scenario{
 	{Name: "idle-sessions", Users: 10000, PerUser: 1, Batch: 1, Type: "echo", Concurrency: 32},
 	// The enqueue target: 500 submissions a second offered for 10 s.
 	{Name: "enqueue-500", Users: 200, PerUser: 25, Batch: 1, Type: "echo", Concurrency: 32, Rate: 500},
+	// Per-user reads as the store grows to 100,000 requests (runStoreGrowth;
+	// -scale scales the size; no naive run).
+	{Name: "store-growth", Users: 50, PerUser: growthTarget / 50, Batch: 100, Type: "echo", Concurrency: 8},
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	api := fs.String("api", "http://127.0.0.1:8080", "Turnstile API base URL")
-	names := fs.String("scenarios", "one-user-burst,many-users,enqueue-500,fan-in,idle-pickup", "comma-separated standard scenarios: "+scenarioNames())
+	names := fs.String("scenarios", "one-user-burst,many-users,enqueue-500,fan-in,idle-pickup,store-growth", "comma-separated standard scenarios: "+scenarioNames())
 	users := fs.Int("users", 0, "custom run: number of users (overrides -scenarios)")
 	perUser := fs.Int("requests", 100, "custom run: requests per user")
 	batch := fs.Int("batch", 1, "custom run: requests per submission (POST /v1/requests/batch when > 1)")
@@ -87,6 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pids := fs.String("rss-pids", "", "comma-separated PIDs whose resident memory is reported after each scenario (e.g. the turnstile dev process)")
 	reuse := fs.String("run-id", "", "reuse the users of an earlier run with this ID (printed at the start) instead of registering new ones")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
+	metricsURLs := fs.String("metrics", "", "comma-separated Prometheus endpoints whose turnstile_deliveries_total counts the delivery signals (default: the API's /metrics; add each worker's when they run apart)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -109,15 +113,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *compare {
 		var both []scenario
 		for _, sc := range todo {
-			naive := sc
-			naive.Mode = "naive"
-			both = append(both, sc, naive)
+			both = append(both, sc)
+			if sc.Name != "store-growth" {
+				naive := sc
+				naive.Mode = "naive"
+				both = append(both, naive)
+			}
 		}
 		todo = both
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	c := newClient(*api)
+	if *metricsURLs != "" {
+		c.metrics = strings.Split(*metricsURLs, ",")
+	}
 	if err := c.ready(ctx); err != nil {
 		fmt.Fprintf(stderr, "bench: %s is not ready (start it with make run): %v\n", *api, err)
 		return 1
@@ -128,9 +138,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "run %s\n", runID)
 	var results []result
+	var growth []growthPoint
 	failed := false
 	for _, sc := range todo {
 		fmt.Fprintf(stderr, "== %s (%s): %d users × %d requests (%s, batch %d)\n", sc.Name, sc.mode(), sc.Users, sc.PerUser, sc.Type, sc.Batch)
+		if sc.Name == "store-growth" {
+			target := max(1000, int(growthTarget**scale))
+			var err error
+			if growth, err = runStoreGrowth(ctx, c, runID, target, stderr); err != nil {
+				fmt.Fprintf(stderr, "bench: %s: %v\n", sc.Name, err)
+				return 1
+			}
+			continue
+		}
 		res, err := runScenario(ctx, c, runID, sc, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "bench: %s: %v\n", sc.Name, err)
@@ -147,13 +167,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	printTable(stdout, results)
 	printRatios(stdout, results)
+	printGrowth(stdout, growth)
 	for _, r := range results {
 		if r.Throttled > 0 {
 			fmt.Fprintf(stderr, "bench: %s waited out %d 429 answers: raise TURNSTILE_MAX_QUEUE and TURNSTILE_SUBMIT_RATE/_BURST on the server to measure the engine rather than its limits (make bench-compare does)\n", r.Scenario.Name, r.Throttled)
 		}
 	}
 	if *jsonOut != "" {
-		data, _ := json.MarshalIndent(map[string]any{"api": *api, "run": runID, "results": results}, "", "  ")
+		data, _ := json.MarshalIndent(map[string]any{"api": *api, "run": runID, "results": results, "store_growth": growth}, "", "  ")
 		if err := os.WriteFile(*jsonOut, data, 0o644); err != nil {
 			fmt.Fprintf(stderr, "bench: %v\n", err)
 			return 1

@@ -15,17 +15,19 @@ import (
 type result struct {
 	Scenario   scenario          `json:"scenario"`
 	Requests   int               `json:"requests"`
-	Completed  float64           `json:"completed_per_s"` // requests / (last finished − first enqueued)
-	SubmitRate float64           `json:"submitted_per_s"` // requests / client submit time
-	EnqueueP50 time.Duration     `json:"enqueue_p50"`     // client round trip of a submission
-	EnqueueP99 time.Duration     `json:"enqueue_p99"`     //
-	PickupP50  time.Duration     `json:"pickup_p50"`      // enqueued_at → started_at
-	PickupP99  time.Duration     `json:"pickup_p99"`      //
-	E2EP50     time.Duration     `json:"end_to_end_p50"`  // enqueued_at → finished_at
-	E2EP99     time.Duration     `json:"end_to_end_p99"`  //
-	Problems   []string          `json:"problems"`        // lost, out of order, overlapping
-	Throttled  int64             `json:"throttled"`       // 429s waited out during submission
-	RSS        map[string]string `json:"rss,omitempty"`   // pid → resident memory after the scenario
+	Completed  float64           `json:"completed_per_s"`     // requests / (last finished − first enqueued)
+	SubmitRate float64           `json:"submitted_per_s"`     // requests / client submit time
+	EnqueueP50 time.Duration     `json:"enqueue_p50"`         // client round trip of a submission
+	EnqueueP99 time.Duration     `json:"enqueue_p99"`         //
+	PickupP50  time.Duration     `json:"pickup_p50"`          // enqueued_at → started_at
+	PickupP99  time.Duration     `json:"pickup_p99"`          //
+	E2EP50     time.Duration     `json:"end_to_end_p50"`      // enqueued_at → finished_at
+	E2EP99     time.Duration     `json:"end_to_end_p99"`      //
+	Failed     int               `json:"failed"`              // submissions answered 503 or timed out
+	Signals    float64           `json:"signals_per_request"` // delivery signals ÷ accepted requests, from the product's counters (-1: not read)
+	Problems   []string          `json:"problems"`            // lost, out of order, overlapping
+	Throttled  int64             `json:"throttled"`           // 429s waited out during submission
+	RSS        map[string]string `json:"rss,omitempty"`       // pid → resident memory after the scenario
 }
 
 func analyse(sc scenario, users []*user, submitTime time.Duration) result {
@@ -34,6 +36,7 @@ func analyse(sc scenario, users []*user, submitTime time.Duration) result {
 	var first, last time.Time
 	for ui, u := range users {
 		enq = append(enq, u.enqueue...)
+		res.Failed += len(u.failed)
 		for k, r := range u.records {
 			res.Requests++
 			if r.Status != "succeeded" || r.StartedAt == nil || r.FinishedAt == nil {
@@ -86,17 +89,21 @@ func ms(d time.Duration) string {
 
 func printTable(w io.Writer, results []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tmode\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tproblems\t429s\trss\t")
+	fmt.Fprintln(tw, "scenario\tmode\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tsignals/req\tfailed\tproblems\t429s\trss\t")
 	for _, r := range results {
 		var rss []string
 		for pid, v := range r.RSS {
 			rss = append(rss, pid+":"+v)
 		}
 		slices.Sort(rss)
-		fmt.Fprintf(tw, "%s\t%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%d\t%d\t%s\t\n",
+		signals := "?"
+		if r.Signals >= 0 {
+			signals = strconv.FormatFloat(r.Signals, 'f', 3, 64)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d×%d\t%.0f\t%.0f\t%s / %s\t%s / %s\t%s / %s\t%s\t%d\t%d\t%d\t%s\t\n",
 			r.Scenario.Name, r.Scenario.mode(), r.Scenario.Users, r.Scenario.PerUser, r.Completed, r.SubmitRate,
 			ms(r.EnqueueP50), ms(r.EnqueueP99), ms(r.PickupP50), ms(r.PickupP99), ms(r.E2EP50), ms(r.E2EP99),
-			len(r.Problems), r.Throttled, strings.Join(rss, " "))
+			signals, r.Failed, len(r.Problems), r.Throttled, strings.Join(rss, " "))
 	}
 	tw.Flush()
 }

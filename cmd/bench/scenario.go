@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +17,8 @@ type user struct {
 	token   string
 	refresh string
 	ids     []string
-	enqueue []time.Duration // client round trip per submission
+	enqueue []time.Duration // client round trip per accepted submission
+	failed  []string        // submissions answered 503 or timed out: not accepted, or not known to be
 	records []record
 }
 
@@ -47,6 +51,7 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	fmt.Fprintf(progress, "   %d users ready\n", sc.Users)
 
 	throttledBefore := throttled.Load()
+	signalsBefore, signalsErr := c.signalsSent(ctx, c.metrics)
 	var submitted atomic.Int64
 	total := int64(sc.Users * sc.PerUser)
 	stopProgress := ticker(progress, func() string {
@@ -73,6 +78,12 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 				}
 			}
 			ids, err := c.submit(ctx, u.token, sc.Mode, items)
+			if failedSubmission(ctx, err) {
+				// Counted as failed in the table; the run goes on. Its
+				// requests are not followed (an unknown outcome may run).
+				u.failed = append(u.failed, err.Error())
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("submit: %w", err)
 			}
@@ -100,6 +111,10 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	stopProgress = ticker(progress, func() string { return fmt.Sprintf("   finished users %d/%d", done.Load(), sc.Users) })
 	err = parallel(ctx, 16, sc.Users, func(i int) error {
 		u := users[i]
+		if len(u.ids) == 0 {
+			done.Add(1)
+			return nil
+		}
 		for {
 			r, err := c.get(ctx, u.token, u.ids[len(u.ids)-1])
 			if e, ok := err.(*apiError); ok && (e.Status == 503 || e.Status == 429) {
@@ -140,7 +155,28 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 	}
 	res := analyse(sc, users, submitTime)
 	res.Throttled = throttled.Load() - throttledBefore
+	res.Signals = -1
+	if signalsAfter, err := c.signalsSent(ctx, c.metrics); err == nil && signalsErr == nil && res.Requests > 0 {
+		res.Signals = (signalsAfter - signalsBefore) / float64(res.Requests)
+	} else if err := errors.Join(signalsErr, err); err != nil {
+		fmt.Fprintf(progress, "   signals per request not read: %v\n", err)
+	}
 	return res, nil
+}
+
+// failedSubmission reports an answer the bench counts as a failed
+// submission rather than a reason to stop: a 503 (a backend was too slow or
+// down) or a client-side timeout. The run's own deadline or an interrupt
+// is not one.
+func failedSubmission(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	if e, ok := err.(*apiError); ok {
+		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusGatewayTimeout
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func item(sc scenario, userIdx, k int) map[string]any {
