@@ -294,9 +294,20 @@ func retryable(a apiAnswer) bool {
 // submitUntilAccepted resubmits o (same Idempotency-Key) until a 202, a
 // final refusal or the deadline. bases are tried in turn.
 func submitUntilAccepted(ctx context.Context, bases []string, u *user, o *op, body map[string]any, deadline time.Time) apiAnswer {
+	return submitUntilAcceptedWithin(ctx, bases, u, o, body, deadline, 0)
+}
+
+// submitUntilAcceptedWithin is submitUntilAccepted with a client timeout on
+// each attempt (0: none); an attempt that times out is retried.
+func submitUntilAcceptedWithin(ctx context.Context, bases []string, u *user, o *op, body map[string]any, deadline time.Time, attemptTimeout time.Duration) apiAnswer {
 	var a apiAnswer
 	for i := 0; ; i++ {
-		a = submitOnce(ctx, bases[i%len(bases)], u, o, body)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if attemptTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		}
+		a = submitOnce(actx, bases[i%len(bases)], u, o, body)
+		cancel()
 		if !retryable(a) || time.Now().After(deadline) || ctx.Err() != nil {
 			return a
 		}

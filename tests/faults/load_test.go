@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +22,13 @@ type load struct {
 	retryFor time.Duration
 	// bases are the APIs to use (in turn on retries); default API 0.
 	bases []string
+	// alternate starts each of a user's ops on the next of bases in turn
+	// (op i on bases[i % len]), so consecutive requests go to different
+	// API instances.
+	alternate bool
+	// attemptTimeout, if set, is the client's timeout of each submission
+	// attempt; one that times out is retried with the same key.
+	attemptTimeout time.Duration
 	// poison names ops (by index) whose calls the sink fails.
 	poison map[int]bool
 }
@@ -47,6 +55,11 @@ func (s *stack) newOp(u *user, expect expectation) *op {
 // it until accepted or retryFor has passed. It returns the op and the last
 // answer.
 func (s *stack) submit(u *user, sleepMS int, expect expectation, retryFor time.Duration, bases ...string) (*op, apiAnswer) {
+	return s.submitWith(u, sleepMS, expect, retryFor, 0, bases...)
+}
+
+// submitWith is submit with a client timeout on each attempt (0: none).
+func (s *stack) submitWith(u *user, sleepMS int, expect expectation, retryFor, attemptTimeout time.Duration, bases ...string) (*op, apiAnswer) {
 	if len(bases) == 0 {
 		bases = []string{s.api(0)}
 	}
@@ -54,7 +67,7 @@ func (s *stack) submit(u *user, sleepMS int, expect expectation, retryFor time.D
 	if expect == expectFailed {
 		s.sink.poison(o.Name)
 	}
-	a := submitUntilAccepted(context.Background(), bases, u, o, payload(s.sink, u, o, sleepMS), time.Now().Add(retryFor))
+	a := submitUntilAcceptedWithin(context.Background(), bases, u, o, payload(s.sink, u, o, sleepMS), time.Now().Add(retryFor), attemptTimeout)
 	return o, a
 }
 
@@ -77,7 +90,11 @@ func (s *stack) run(t *testing.T, users []*user, l load) {
 				if l.poison[i] {
 					expect = expectFailed
 				}
-				o, a := s.submit(u, l.sleepMS, expect, l.retryFor, l.bases...)
+				bases := l.bases
+				if l.alternate && len(bases) > 1 {
+					bases = append(slices.Clone(bases[i%len(bases):]), bases[:i%len(bases)]...)
+				}
+				o, a := s.submitWith(u, l.sleepMS, expect, l.retryFor, l.attemptTimeout, bases...)
 				if a.status != http.StatusAccepted {
 					mu.Lock()
 					failures = append(failures, o.Name+": "+a.String())
