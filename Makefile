@@ -11,7 +11,7 @@ RACE_PKGS   := ./models/... ./inbox/... ./workflows/... ./activities/... ./start
 E2E_PKGS    := ./devserver/... ./docker/... ./tests
 FAULT_PKGS  := ./tests/faults/...
 
-.PHONY: run run-bench build tsctl bench bench-compare tools test lint unit e2e test-faults fuzz vulncheck test-report clean
+.PHONY: run run-bench build tsctl bench bench-peer bench-compare tools test lint unit e2e test-faults fuzz vulncheck test-report clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -34,9 +34,21 @@ tsctl:
 ## BENCH_FLAGS="-scale 0.1", "-scenarios idle-sessions" or "-compare=false"
 BENCH_API   ?= http://127.0.0.1:8080
 BENCH_FLAGS ?=
+## BENCH_PEER=0 skips the peer (make bench-peer) that runs first, for the ratio to it.
+BENCH_PEER  ?= 1
 bench:
 	$(GO) build -o $(BIN)/bench ./cmd/bench
-	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -x turnstile || true)" -json $(BIN)/bench.json $(BENCH_FLAGS)
+	@if [ "$(BENCH_PEER)" = 1 ]; then ./scripts/bench-peer.sh $(BENCH_PEER_FLAGS) || echo "bench: the peer did not run (see above); Turnstile's figures follow without the ratio" >&2; fi
+	$(BIN)/bench -api $(BENCH_API) -rss-pids "$$(pgrep -d, -x turnstile || true)" -json $(BIN)/bench.json \
+	  $$([ "$(BENCH_PEER)" = 1 ] && [ -f $(BIN)/peer.json ] && echo -peer $(BIN)/peer.json) $(BENCH_FLAGS)
+
+## bench-peer: the seed's architecture on the bench's load shapes — a durable RabbitMQ queue
+## per user, persistent messages with publisher confirms, one consumer per queue with
+## prefetch 1 (RabbitMQ from Debian's packages, installed and started when missing);
+## writes bin/peer.json. BENCH_PEER_FLAGS adds flags, e.g. "-scale 0.1"
+BENCH_PEER_FLAGS ?=
+bench-peer:
+	./scripts/bench-peer.sh $(BENCH_PEER_FLAGS)
 
 ## tools: test tools from outside Go (promtool for the deployment checks)
 tools:

@@ -90,6 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pids := fs.String("rss-pids", "", "comma-separated PIDs whose resident memory is reported after each scenario (e.g. the turnstile dev process)")
 	reuse := fs.String("run-id", "", "reuse the users of an earlier run with this ID (printed at the start) instead of registering new ones")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
+	peerPath := fs.String("peer", "", "a peer run's JSON (make bench-peer writes bin/peer.json): print Turnstile's completed/s beside it, with the ratio; it must be from the last 2 hours")
 	metricsURLs := fs.String("metrics", "", "comma-separated Prometheus endpoints whose turnstile_deliveries_total counts the delivery signals (default: the API's /metrics; add each worker's when they run apart)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -168,6 +169,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	printTable(stdout, results)
 	printRatios(stdout, results)
 	printGrowth(stdout, growth)
+	if *peerPath != "" {
+		if p, err := readPeer(*peerPath, 2*time.Hour); err != nil {
+			fmt.Fprintf(stderr, "bench: no peer figures: %v\n", err)
+		} else {
+			printPeer(stdout, results, p)
+		}
+	}
 	for _, r := range results {
 		if r.Throttled > 0 {
 			fmt.Fprintf(stderr, "bench: %s waited out %d 429 answers: raise TURNSTILE_MAX_QUEUE and TURNSTILE_SUBMIT_RATE/_BURST on the server to measure the engine rather than its limits (make bench-compare does)\n", r.Scenario.Name, r.Throttled)
