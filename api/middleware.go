@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -177,6 +178,15 @@ func decodeJSONFrom(r io.Reader, v any) error {
 	if len(body) == 0 || body[0] != '{' {
 		return errBadRequest("bad_json", "request body must be a JSON object")
 	}
+	// encoding/json would replace bytes that are not UTF-8 with U+FFFD and
+	// let the last of two equal keys win: either silently changes what
+	// the client sent, so both are refused.
+	if !utf8.Valid(body) {
+		return errBadRequest("bad_json", "request body is not valid UTF-8")
+	}
+	if key, dup := duplicateKey(body); dup {
+		return errBadRequest("bad_json", fmt.Sprintf("malformed JSON: key %q appears twice in one object", key))
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -188,4 +198,52 @@ func decodeJSONFrom(r io.Reader, v any) error {
 		return errBadRequest("bad_json", "request body must hold exactly one JSON object")
 	}
 	return nil
+}
+
+// duplicateKey reports the first key that appears twice in one object of
+// the JSON text body, at any depth (keys compared after unescaping). A
+// syntax error ends the walk without a finding: the decoder reports it.
+// Nesting is bounded before this runs (limitBody), so the recursion is too.
+func duplicateKey(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	key, dup, _ := firstDuplicate(dec)
+	return key, dup
+}
+
+// firstDuplicate reads one JSON value from dec and reports the first key
+// repeated within one of its objects.
+func firstDuplicate(dec *json.Decoder) (string, bool, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", false, err
+	}
+	switch tok {
+	case json.Delim('{'):
+		keys := map[string]bool{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return "", false, err
+			}
+			k, _ := kt.(string)
+			if keys[k] {
+				return k, true, nil
+			}
+			keys[k] = true
+			if k, dup, err := firstDuplicate(dec); dup || err != nil {
+				return k, dup, err
+			}
+		}
+	case json.Delim('['):
+		for dec.More() {
+			if k, dup, err := firstDuplicate(dec); dup || err != nil {
+				return k, dup, err
+			}
+		}
+	default:
+		return "", false, nil // a scalar
+	}
+	_, err = dec.Token() // the closing delimiter
+	return "", false, err
 }

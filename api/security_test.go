@@ -513,3 +513,35 @@ func TestAdminClaimInTokenDoesNotGrantAdmin(t *testing.T) {
 		t.Fatalf("user with an admin-claiming token: %d %s", w.Code, w.Body)
 	}
 }
+
+// A body with bytes that are not UTF-8, or an object with a key twice (at
+// any depth), is refused with 400 and stores nothing: decoding would
+// otherwise replace the bytes with U+FFFD or keep the last key, silently
+// changing what the user sent.
+func TestBodyWithInvalidUTF8OrDuplicateKeysIsRefused(t *testing.T) {
+	f := newFixture(t)
+	for name, body := range map[string]string{
+		"invalid UTF-8 in the payload":  "{\"type\":\"echo\",\"payload\":\"a\xff\xfeb\"}",
+		"invalid UTF-8 in a key":        "{\"type\":\"echo\",\"payload\":{\"\xc3\":1}}",
+		"duplicate top-level key":       `{"type":"echo","type":"sleep","payload":1}`,
+		"duplicate key in the payload":  `{"type":"echo","payload":{"a":1,"b":{"c":1,"c":2}}}`,
+		"duplicate key spelt escaped":   `{"type":"echo","payload":{"a":1,"\u0061":2}}`,
+		"duplicate key in a batch item": `{"requests":[{"type":"echo","payload":{"x":1,"x":1}}]}`,
+	} {
+		path := "/v1/requests"
+		if strings.Contains(body, "requests") {
+			path = "/v1/requests/batch"
+		}
+		w := f.do("POST", path, body)
+		if w.Code != http.StatusBadRequest || errCode(t, w) != "bad_json" {
+			t.Errorf("%s: %d %s, want 400 bad_json", name, w.Code, w.Body)
+		}
+	}
+	if n := len(f.stored()); n != 0 {
+		t.Fatalf("%d requests stored from refused bodies", n)
+	}
+	// The same key in sibling objects, and valid UTF-8, are fine.
+	if w := f.do("POST", "/v1/requests", `{"type":"echo","payload":[{"a":1},{"a":2,"é":"ü"}]}`); w.Code != http.StatusAccepted {
+		t.Fatalf("valid body: %d %s", w.Code, w.Body)
+	}
+}
