@@ -154,8 +154,13 @@ const (
 	// deliveries is filled from the store; handled entries advance the
 	// user's low mark.
 	versionInbox = workflow.Version(5)
+	// versionLocalBudget: a local-type request's tries are bounded one by
+	// one (LocalTimeout each) and in number (MaxAttempts), not all together
+	// by LocalTimeout, which the SDK takes as the schedule-to-close timeout
+	// when none is set.
+	versionLocalBudget = workflow.Version(6)
 	// versionLatest is what new runs record.
-	versionLatest = versionInbox
+	versionLatest = versionLocalBudget
 )
 
 // outcome is what executing one request ended in.
@@ -699,10 +704,11 @@ func (s *session) execute(ctx workflow.Context, req models.QueuedRequest) outcom
 	ran := 0 // attempts known to have run, when redeliver counted them
 	local := s.version >= versionLocal && !req.Naive && slices.Contains(s.cfg.LocalTypes, req.Type)
 	if local {
-		err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-			StartToCloseTimeout: s.cfg.LocalTimeout,
-			RetryPolicy:         retry,
-		}), acts.Run, input).Get(ctx, &res)
+		opts := workflow.LocalActivityOptions{StartToCloseTimeout: s.cfg.LocalTimeout, RetryPolicy: retry}
+		if s.version >= versionLocalBudget {
+			opts.ScheduleToCloseTimeout = recordGiveUp // MaximumAttempts bounds the tries
+		}
+		err = workflow.ExecuteLocalActivity(workflow.WithLocalActivityOptions(ctx, opts), acts.Run, input).Get(ctx, &res)
 	} else {
 		actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 			StartToCloseTimeout: s.cfg.ExecTimeout,

@@ -620,3 +620,26 @@ func TestSessionWithFakeStore_LocalTypesRunInOrderWithRetriesAndFailures(t *test
 	h.wantStatus("l3", models.StatusFailed, 3)
 	h.wantStatus("l4", models.StatusFailed, 1)
 }
+
+// A local-type request gets MaxAttempts tries whatever its backoffs add up
+// to: with only StartToCloseTimeout set, the SDK takes LocalTimeout (10 s)
+// as the budget of all tries together, and a request retried every 3 s
+// failed after 4 of 6 tries, recorded as 6 (issue 12.1).
+func TestSessionWithFakeStore_LocalTypeGetsAllItsAttempts(t *testing.T) {
+	h := newHarness(t)
+	h.work.failFirst["slow"] = -1
+	h.submitAt(0, "slow")
+	h.signalAt(time.Hour, models.SignalClose, nil)
+	cfg := testConfig
+	cfg.LocalTypes = []string{"work"}
+	cfg.MaxAttempts = 6
+	cfg.RetryInitial, cfg.RetryMax = 3*time.Second, 3*time.Second
+	h.run(Input{Config: cfg})
+	if err := h.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.work.callsOf("slow"); n != 6 {
+		t.Errorf("handler ran %d times, want 6", n)
+	}
+	h.wantStatus("slow", models.StatusFailed, 6)
+}
