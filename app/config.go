@@ -263,6 +263,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterAccept {
 		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterAccept))
 	}
+	if c.MaxQueue < 1 || c.MaxQueue > MaxQueueLimit {
+		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_QUEUE=%d: want 1 to %d (a session carries every waiting request across continue-as-new, within Temporal's 2 MB input limit)", c.MaxQueue, MaxQueueLimit))
+	}
 	if c.MaxPageSize > store.MaxListLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_PAGE_SIZE=%d: at most %d", c.MaxPageSize, store.MaxListLimit))
 	}
@@ -274,6 +277,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	return c, errors.Join(errs...)
 }
+
+// MaxQueueLimit bounds TURNSTILE_MAX_QUEUE. A session's continue-as-new
+// input holds an entry for every waiting request, up to ~205 bytes of JSON
+// each (a 64-character type): 5,000 is ~1 MB, half of Temporal's 2 MB
+// payload limit, leaving room for the rest of the input.
+const MaxQueueLimit = 5000
 
 // Validate refuses settings that are unsafe where they would run. In
 // production the JWT key must be set and at least auth.MinKeyLen bytes.

@@ -380,3 +380,18 @@ func TestFromEnvAuthLimitsStrictInProduction(t *testing.T) {
 		t.Fatalf("production auth limit %d/min, burst %d; want 60, 120", c.AuthRate, c.AuthBurst)
 	}
 }
+
+// TURNSTILE_MAX_QUEUE bounds what a session carries across continue-as-new
+// (every waiting request's entry), whose input must stay under Temporal's
+// 2 MB payload limit: values past MaxQueueLimit are refused (issue 12.5).
+func TestFromEnvMaxQueueBounded(t *testing.T) {
+	for v, ok := range map[string]bool{"5000": true, "5001": false, "1000000": false, "0": false} {
+		_, err := FromEnv(envOf(map[string]string{"TURNSTILE_MAX_QUEUE": v}))
+		if ok && err != nil {
+			t.Errorf("TURNSTILE_MAX_QUEUE=%s: %v", v, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "TURNSTILE_MAX_QUEUE")) {
+			t.Errorf("TURNSTILE_MAX_QUEUE=%s: error %v, want one naming the variable", v, err)
+		}
+	}
+}
