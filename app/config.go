@@ -119,6 +119,10 @@ type Config struct {
 	// vs start) can both win; the embedded default (API and worker in one
 	// process) turns this on. Real MongoDB needs nothing of the sort.
 	SerializeStoreUpdates bool
+	// MongoWriteConcern: TURNSTILE_MONGODB_WRITE_CONCERN, majority (default:
+	// journaled on a majority, so a 202 survives a replica-set failover), 1,
+	// or uri (the connection string's w/journal).
+	MongoWriteConcern string
 	// StartupTimeout bounds how long a service waits for MongoDB and
 	// Temporal at start (TURNSTILE_STARTUP_TIMEOUT, default 60s).
 	StartupTimeout time.Duration
@@ -182,28 +186,29 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		return n
 	}
 	c := Config{
-		Env:             get("TURNSTILE_ENV", EnvDevelopment),
-		APIAddr:         get("TURNSTILE_API_ADDR", "127.0.0.1:8080"),
-		TemporalAddress: get("TURNSTILE_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-		Namespace:       get("TURNSTILE_TEMPORAL_NAMESPACE", "default"),
-		MongoURI:        get("TURNSTILE_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
-		MongoDatabase:   get("TURNSTILE_MONGODB_DATABASE", "turnstile"),
-		JWTKey:          []byte(getenv("TURNSTILE_JWT_KEY")),
-		JWTIssuer:       get("TURNSTILE_JWT_ISSUER", "turnstile"),
-		JWTAudience:     get("TURNSTILE_JWT_AUDIENCE", "turnstile-api"),
-		AccessTTL:       dur("TURNSTILE_ACCESS_TOKEN_TTL", 15*time.Minute),
-		RefreshTTL:      dur("TURNSTILE_REFRESH_TOKEN_TTL", api.DefaultRefreshTTL),
-		HTTPTimeout:     dur("TURNSTILE_HTTP_TIMEOUT", activities.DefaultHTTPTimeout),
-		MaxBodyBytes:    int64(num("TURNSTILE_MAX_BODY_BYTES", api.DefaultMaxBodyBytes)),
-		MaxQueue:        num("TURNSTILE_MAX_QUEUE", api.DefaultMaxQueue),
-		MaxBatch:        num("TURNSTILE_MAX_BATCH", api.DefaultMaxBatch),
-		MaxJSONDepth:    num("TURNSTILE_MAX_JSON_DEPTH", api.DefaultMaxJSONDepth),
-		MaxPayloadBytes: num("TURNSTILE_MAX_PAYLOAD_BYTES", api.DefaultMaxPayloadBytes),
-		MaxPageSize:     num("TURNSTILE_MAX_PAGE_SIZE", api.DefaultMaxPageSize),
-		SubmitRate:      num("TURNSTILE_SUBMIT_RATE", api.DefaultSubmitRate),
-		SubmitBurst:     num("TURNSTILE_SUBMIT_BURST", api.DefaultSubmitBurst),
-		AuthRate:        num("TURNSTILE_AUTH_RATE", authDefault(getenv, api.DefaultAuthRate, DevAuthRate)),
-		AuthBurst:       num("TURNSTILE_AUTH_BURST", authDefault(getenv, api.DefaultAuthBurst, DevAuthBurst)),
+		Env:               get("TURNSTILE_ENV", EnvDevelopment),
+		APIAddr:           get("TURNSTILE_API_ADDR", "127.0.0.1:8080"),
+		TemporalAddress:   get("TURNSTILE_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+		Namespace:         get("TURNSTILE_TEMPORAL_NAMESPACE", "default"),
+		MongoURI:          get("TURNSTILE_MONGODB_URI", "mongodb://127.0.0.1:27017/"),
+		MongoDatabase:     get("TURNSTILE_MONGODB_DATABASE", "turnstile"),
+		MongoWriteConcern: get("TURNSTILE_MONGODB_WRITE_CONCERN", "majority"),
+		JWTKey:            []byte(getenv("TURNSTILE_JWT_KEY")),
+		JWTIssuer:         get("TURNSTILE_JWT_ISSUER", "turnstile"),
+		JWTAudience:       get("TURNSTILE_JWT_AUDIENCE", "turnstile-api"),
+		AccessTTL:         dur("TURNSTILE_ACCESS_TOKEN_TTL", 15*time.Minute),
+		RefreshTTL:        dur("TURNSTILE_REFRESH_TOKEN_TTL", api.DefaultRefreshTTL),
+		HTTPTimeout:       dur("TURNSTILE_HTTP_TIMEOUT", activities.DefaultHTTPTimeout),
+		MaxBodyBytes:      int64(num("TURNSTILE_MAX_BODY_BYTES", api.DefaultMaxBodyBytes)),
+		MaxQueue:          num("TURNSTILE_MAX_QUEUE", api.DefaultMaxQueue),
+		MaxBatch:          num("TURNSTILE_MAX_BATCH", api.DefaultMaxBatch),
+		MaxJSONDepth:      num("TURNSTILE_MAX_JSON_DEPTH", api.DefaultMaxJSONDepth),
+		MaxPayloadBytes:   num("TURNSTILE_MAX_PAYLOAD_BYTES", api.DefaultMaxPayloadBytes),
+		MaxPageSize:       num("TURNSTILE_MAX_PAGE_SIZE", api.DefaultMaxPageSize),
+		SubmitRate:        num("TURNSTILE_SUBMIT_RATE", api.DefaultSubmitRate),
+		SubmitBurst:       num("TURNSTILE_SUBMIT_BURST", api.DefaultSubmitBurst),
+		AuthRate:          num("TURNSTILE_AUTH_RATE", authDefault(getenv, api.DefaultAuthRate, DevAuthRate)),
+		AuthBurst:         num("TURNSTILE_AUTH_BURST", authDefault(getenv, api.DefaultAuthBurst, DevAuthBurst)),
 
 		LoginLockoutThreshold: num("TURNSTILE_LOGIN_LOCKOUT_THRESHOLD", api.DefaultLoginLockoutThreshold),
 		LoginLockoutBase:      dur("TURNSTILE_LOGIN_LOCKOUT_BASE", api.DefaultLoginLockoutBase),
@@ -262,6 +267,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.FaultPoint != "" && c.FaultPoint != FaultCrashAfterAccept {
 		errs = append(errs, fmt.Errorf("TURNSTILE_FAULT_POINT=%q: the only fault point is %s", c.FaultPoint, FaultCrashAfterAccept))
+	}
+	if _, err := store.WriteConcernOf(c.MongoWriteConcern); err != nil {
+		errs = append(errs, fmt.Errorf("TURNSTILE_MONGODB_WRITE_CONCERN=%q: want majority, 1 or uri", c.MongoWriteConcern))
 	}
 	if c.MaxQueue < 1 || c.MaxQueue > MaxQueueLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_QUEUE=%d: want 1 to %d (a session carries every waiting request across continue-as-new, within Temporal's 2 MB input limit)", c.MaxQueue, MaxQueueLimit))

@@ -64,6 +64,7 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Backends, erro
 		st, err := store.ConnectWith(ctx, cfg.MongoURI, cfg.MongoDatabase, store.Options{
 			SerializeUpdates: cfg.SerializeStoreUpdates,
 			AppName:          "turnstile",
+			WriteConcern:     cfg.MongoWriteConcern,
 		})
 		if err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 )
 
 // Sentinel errors. Returned errors wrap them (and the driver's error, when
@@ -79,6 +80,27 @@ type Options struct {
 	// its only writer, as in the embedded launcher. MongoDB needs none of it,
 	// and it cannot help several processes sharing one FerretDB.
 	SerializeUpdates bool
+	// WriteConcern is how many members must have a write, journaled, before
+	// MongoDB acknowledges it (and Turnstile answers 202): "majority" (the
+	// default: an acknowledged write survives a failover) or "1" (the
+	// primary alone; a failover can roll back acknowledged writes); "uri"
+	// leaves it to the connection string's w and journal options.
+	WriteConcern string
+}
+
+// WriteConcernOf is the write concern a WriteConcern setting names, nil
+// for "uri" (the connection string's, or the server's default).
+func WriteConcernOf(mode string) (*writeconcern.WriteConcern, error) {
+	journal := true
+	switch mode {
+	case "", "majority":
+		return &writeconcern.WriteConcern{W: writeconcern.WCMajority, Journal: &journal}, nil
+	case "1":
+		return &writeconcern.WriteConcern{W: 1, Journal: &journal}, nil
+	case "uri":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("store: write concern %q: want majority, 1 or uri", mode)
 }
 
 // Store is the MongoDB database with its repositories.
@@ -111,6 +133,13 @@ func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, 
 	}
 	if o.AppName != "" {
 		opts.SetAppName(o.AppName)
+	}
+	wc, err := WriteConcernOf(o.WriteConcern)
+	if err != nil {
+		return nil, err
+	}
+	if wc != nil {
+		opts.SetWriteConcern(wc)
 	}
 	client, err := mongo.Connect(opts)
 	if err != nil {

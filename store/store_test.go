@@ -710,3 +710,22 @@ func TestTransitionsWithConditionalUpdates(t *testing.T) {
 		t.Fatalf("MarkRunning after cancel = %v, %v", st, err)
 	}
 }
+
+// Writes are acknowledged once journaled on a majority by default, so a
+// 202 survives a replica-set failover; "1" and "uri" are the opt-outs
+// (issue 12.4). The rest of this package's tests run with the default
+// against FerretDB, which takes it.
+func TestWriteConcernDefaultsToJournaledMajority(t *testing.T) {
+	for mode, want := range map[string]any{"": "majority", "majority": "majority", "1": 1} {
+		wc, err := store.WriteConcernOf(mode)
+		if err != nil || wc == nil || wc.W != want || wc.Journal == nil || !*wc.Journal {
+			t.Errorf("%q: %+v %v, want w %v journaled", mode, wc, err, want)
+		}
+	}
+	if wc, err := store.WriteConcernOf("uri"); wc != nil || err != nil {
+		t.Errorf("uri: %+v %v, want none set", wc, err)
+	}
+	if _, err := store.WriteConcernOf("2"); err == nil {
+		t.Error("an unknown write concern was accepted")
+	}
+}
