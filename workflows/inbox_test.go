@@ -198,3 +198,32 @@ func TestInbox_CloseWaitsForEverythingAcceptedBeforeIt(t *testing.T) {
 		t.Fatalf("the session ended %v after it started: the late delivery reopened it", end.Sub(start))
 	}
 }
+
+// A cancel can reach the session before the delivery of the request it
+// cancels (the API answers 202 and delivers a few milliseconds later; the
+// client cancels at once): the session must not list the request as waiting
+// when the delivery comes (it would skip it at its turn anyway, the store
+// says cancelled). Found flaky in tests.TestAdmin_CancelRemovesAQueuedRequestAndTheRestKeepOrder.
+func TestInbox_CancelAheadOfItsDelivery(t *testing.T) {
+	h := newHarness(t)
+	in := withInbox(h)
+	ids := []string{models.RequestID(user, 1), models.RequestID(user, 2), models.RequestID(user, 3)}
+	entries := in.append(ids...)
+	h.signalAt(time.Second, models.SignalPause, nil)
+	h.env.RegisterDelayedCallback(func() { h.store.cancelQueued(ids[1]) }, 2*time.Second)
+	h.signalAt(2*time.Second, models.SignalCancel, models.CancelSignal{RequestID: ids[1]})
+	h.signalAt(3*time.Second, models.SignalDeliver, deliveryOf(entries))
+	var waiting []string
+	h.env.RegisterDelayedCallback(func() {
+		for _, q := range h.query().Queue {
+			waiting = append(waiting, q.ID)
+		}
+	}, 4*time.Second)
+	h.signalAt(5*time.Second, models.SignalResume, nil)
+	h.signalAt(time.Minute, models.SignalClose, nil)
+	h.run(Input{Carried: true})
+	if len(waiting) != 2 || waiting[0] != ids[0] || waiting[1] != ids[2] {
+		t.Fatalf("waiting after the cancel and the delivery: %v, want %v and %v", waiting, ids[0], ids[2])
+	}
+	h.wantRan(ids[0], ids[2])
+}

@@ -159,8 +159,13 @@ const (
 	// by LocalTimeout, which the SDK takes as the schedule-to-close timeout
 	// when none is set.
 	versionLocalBudget = workflow.Version(6)
+	// versionCancelAhead: a cancel of a request not delivered yet (its
+	// sequence number, from its ID, is above lastSeq) is remembered, and
+	// the request is dropped when its delivery comes instead of waiting in
+	// the queue until its turn skips it.
+	versionCancelAhead = workflow.Version(7)
 	// versionLatest is what new runs record.
-	versionLatest = versionLocalBudget
+	versionLatest = versionCancelAhead
 )
 
 // outcome is what executing one request ended in.
@@ -191,6 +196,9 @@ type session struct {
 	// lastSeq and wantSeq: see Input. fetchAt is when to read the store
 	// for a gap again (zero: at once when wantSeq > lastSeq).
 	lastSeq, wantSeq, closeSeq int64
+	// cancelAhead: sequence numbers (from the IDs) of requests cancelled
+	// before their delivery reached this run (versionCancelAhead).
+	cancelAhead map[int64]bool
 
 	// Search attribute values last written, to upsert only on change.
 	savedQueueLen int64
@@ -402,6 +410,10 @@ func (s *session) takeIn(entries []models.QueuedRequest, through int64) {
 			continue
 		}
 		s.lastSeq = e.Seq
+		if _, idSeq, ok := models.ParseRequestID(e.ID); ok && s.cancelAhead[idSeq] {
+			delete(s.cancelAhead, idSeq) // cancelled before it came
+			continue
+		}
 		// A requeue entry of a request already waiting adds nothing.
 		if s.queued(e.ID) || (s.running != nil && s.running.ID == e.ID) {
 			continue
@@ -519,6 +531,13 @@ func (s *session) onCancel(ctx workflow.Context, c workflow.ReceiveChannel) {
 			s.inBatch = append(s.inBatch[:i:i], s.inBatch[i+1:]...)
 			return
 		}
+	}
+	// Not delivered yet: drop it when it comes.
+	if _, seq, ok := models.ParseRequestID(cs.RequestID); ok && seq > s.lastSeq && s.version >= versionCancelAhead {
+		if s.cancelAhead == nil {
+			s.cancelAhead = map[int64]bool{}
+		}
+		s.cancelAhead[seq] = true
 	}
 }
 
