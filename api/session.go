@@ -84,5 +84,6 @@ func (s *server) closeSession(ctx context.Context, userID string) error {
 	if err != nil {
 		return err
 	}
+	s.inbox.Flush(userID) // entries held for a busy session go now
 	return s.sessions.Close(ctx, userID, through)
 }

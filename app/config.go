@@ -110,6 +110,10 @@ type Config struct {
 	// the API holds a user's accepted requests for more before signalling
 	// them to the session in one delivery.
 	DeliveryLinger time.Duration
+	// DeliveryMaxHold (TURNSTILE_DELIVERY_MAX_HOLD, default 3s) bounds how
+	// long new entries wait for more while their session still has work it
+	// has not started (about half of that work's time, up to this).
+	DeliveryMaxHold time.Duration
 	// RelayEvery (TURNSTILE_RELAY_EVERY, default 1s) is how often each
 	// worker's relay looks for accepted requests no session holds.
 	RelayEvery time.Duration
@@ -221,6 +225,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		ActivityPollers: num("TURNSTILE_ACTIVITY_POLLERS", 2),
 		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
 		DeliveryLinger:  dur("TURNSTILE_DELIVERY_LINGER", inbox.DefaultLinger),
+		DeliveryMaxHold: dur("TURNSTILE_DELIVERY_MAX_HOLD", inbox.DefaultMaxHold),
 		RelayEvery:      dur("TURNSTILE_RELAY_EVERY", inbox.DefaultRelayEvery),
 		Session: workflows.Config{
 			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),

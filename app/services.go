@@ -177,7 +177,7 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 func newInbox(cfg Config, b *Backends, sessions inbox.Sessions, log *slog.Logger) *inbox.Inbox {
 	var d *inbox.Dispatcher
 	if cfg.FaultPoint != FaultCrashAfterAccept {
-		d = inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: cfg.DeliveryLinger, Logger: log}, sessions, b.Store.Queues)
+		d = inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: cfg.DeliveryLinger, MaxHold: cfg.DeliveryMaxHold, Logger: log}, sessions, b.Store.Queues)
 	}
 	return inbox.New(inbox.Config{MaxQueue: cfg.MaxQueue, Logger: log}, b.Store, d)
 }

@@ -17,6 +17,9 @@ type DispatcherConfig struct {
 	// before its delivery is sent: one signal carries what arrives
 	// meanwhile (and everything accepted while a signal is in flight).
 	Linger time.Duration
+	// MaxHold bounds how long an entry may be held for a busy session (see
+	// Add's hold); 0 takes DefaultMaxHold, negative holds nothing.
+	MaxHold time.Duration
 	// MaxEntries and MaxBytes bound one delivery signal.
 	MaxEntries int
 	MaxBytes   int
@@ -30,6 +33,7 @@ type DispatcherConfig struct {
 // Defaults.
 const (
 	DefaultLinger     = 5 * time.Millisecond
+	DefaultMaxHold    = 3 * time.Second
 	DefaultMaxEntries = 500
 	// DefaultMaxBytes keeps a delivery far below Temporal's 2 MB payload
 	// limit: entries carry IDs and types, never payloads.
@@ -47,6 +51,11 @@ func (c DispatcherConfig) withDefaults() DispatcherConfig {
 		c.Linger = 0
 	} else if c.Linger == 0 {
 		c.Linger = DefaultLinger
+	}
+	if c.MaxHold < 0 {
+		c.MaxHold = 0
+	} else if c.MaxHold == 0 {
+		c.MaxHold = DefaultMaxHold
 	}
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = DefaultMaxEntries
@@ -82,9 +91,12 @@ type Dispatcher struct {
 	wg    sync.WaitGroup
 }
 
-// outbox is one user's undelivered deliveries, each contiguous, in order.
+// outbox is one user's undelivered deliveries, each contiguous, in order,
+// and when the next signal is due.
 type outbox struct {
 	pending []models.Delivery
+	due     time.Time
+	wake    chan struct{} // an earlier due was set
 }
 
 // NewDispatcher returns a Dispatcher that sends until ctx is done.
@@ -92,16 +104,27 @@ func NewDispatcher(ctx context.Context, cfg DispatcherConfig, sessions Sessions,
 	return &Dispatcher{cfg: cfg.withDefaults(), sessions: sessions, queues: queues, ctx: ctx, users: map[string]*outbox{}}
 }
 
-// Add queues d for userID's session. Consecutive deliveries merge.
-func (d *Dispatcher) Add(userID string, del models.Delivery) {
+// Add queues d for userID's session. Consecutive deliveries merge. hold
+// is how long d may wait beyond the linger because the session has work
+// it has not started yet (it would not run d sooner): what arrives
+// meanwhile shares the signal. It is capped at MaxHold; an Add with a
+// shorter wait brings the signal forward.
+func (d *Dispatcher) Add(userID string, del models.Delivery, hold time.Duration) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	due := time.Now().Add(d.cfg.Linger + min(max(hold, 0), d.cfg.MaxHold))
 	ob, busy := d.users[userID]
 	if !busy {
-		ob = &outbox{}
+		ob = &outbox{due: due, wake: make(chan struct{}, 1)}
 		d.users[userID] = ob
 		d.wg.Add(1)
 		go d.send(userID, ob)
+	} else if ob.due.IsZero() || due.Before(ob.due) {
+		ob.due = due
+		select {
+		case ob.wake <- struct{}{}:
+		default:
+		}
 	}
 	if n := len(ob.pending); n > 0 && ob.pending[n-1].Through == del.After {
 		last := &ob.pending[n-1]
@@ -110,6 +133,19 @@ func (d *Dispatcher) Add(userID string, del models.Delivery) {
 		return
 	}
 	ob.pending = append(ob.pending, del)
+}
+
+// Flush makes userID's held entries due now (a close is on its way).
+func (d *Dispatcher) Flush(userID string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if ob, ok := d.users[userID]; ok && len(ob.pending) > 0 {
+		ob.due = time.Now()
+		select {
+		case ob.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Wait waits until every sender has stopped (after ctx is done).
@@ -137,6 +173,9 @@ func (d *Dispatcher) take(userID string, ob *outbox) (models.Delivery, bool) {
 	if n == len(head.Entries) {
 		out := *head
 		ob.pending = ob.pending[1:]
+		if len(ob.pending) == 0 {
+			ob.due = time.Time{} // the next Add sets it
+		}
 		return out, true
 	}
 	through := head.Entries[n-1].Seq
@@ -157,13 +196,35 @@ func (d *Dispatcher) giveBack(ob *outbox, del models.Delivery) {
 	ob.pending = append([]models.Delivery{del}, ob.pending...)
 }
 
+// waitDue waits until ob's next signal is due; false when ctx is done.
+func (d *Dispatcher) waitDue(ob *outbox) bool {
+	for {
+		d.mu.Lock()
+		due := ob.due
+		d.mu.Unlock()
+		wait := time.Until(due)
+		if due.IsZero() || wait <= 0 {
+			return d.ctx.Err() == nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-d.ctx.Done():
+			t.Stop()
+			return false
+		case <-ob.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
 func (d *Dispatcher) send(userID string, ob *outbox) {
 	defer d.wg.Done()
-	if !sleep(d.ctx, d.cfg.Linger) {
-		return
-	}
 	backoff := retryInitial
 	for {
+		if !d.waitDue(ob) {
+			return
+		}
 		del, ok := d.take(userID, ob)
 		if !ok {
 			return

@@ -88,6 +88,53 @@ type Inbox struct {
 	// tails is the highest sequence number this process committed per
 	// user: a better allocation hint than a queue document read under load.
 	tails sync.Map // userID -> int64
+	// pace is, per user whose session is busy, how fast it starts requests
+	// (from successive readings of its queue document).
+	pace sync.Map // userID -> *paceOf
+}
+
+// paceOf estimates how long one of a user's requests takes to start after
+// the one before: a moving average over readings of the queue's started
+// mark.
+type paceOf struct {
+	mu      sync.Mutex
+	at      time.Time
+	started int64
+	per     time.Duration
+}
+
+// busyHeld is how many delivered requests a session must have not started
+// yet before new entries are held for it.
+const busyHeld = 2
+
+// hold is how long userID's new entries may wait for more before their
+// signal, given q read just now: about half the time the session needs to
+// start the requests it already holds, so the signal comes well before it
+// runs out of work; 0 when it has fewer than busyHeld, or no pace is known
+// yet.
+func (in *Inbox) hold(userID string, q store.Queue, now time.Time) time.Duration {
+	held := q.Delivered - max(q.Started, q.Low, 1) + 1
+	if held < busyHeld {
+		in.pace.Delete(userID)
+		return 0
+	}
+	v, loaded := in.pace.LoadOrStore(userID, &paceOf{at: now, started: q.Started})
+	if !loaded {
+		return 0
+	}
+	p := v.(*paceOf)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if q.Started > p.started && now.After(p.at) {
+		sample := now.Sub(p.at) / time.Duration(q.Started-p.started)
+		if p.per == 0 {
+			p.per = sample
+		} else {
+			p.per = (3*p.per + sample) / 4
+		}
+		p.at, p.started = now, q.Started
+	}
+	return time.Duration(held) * p.per / 2
 }
 
 // New returns an Inbox on st that hands accepted requests to d (nil: only
@@ -184,7 +231,7 @@ func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
 		for i, r := range reqs {
 			entries[i] = models.QueuedRequest{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: r.Seq, Naive: r.Naive}
 		}
-		in.dispatch.Add(sub.UserID, models.Delivery{After: first - 1, Through: last, Entries: entries})
+		in.dispatch.Add(sub.UserID, models.Delivery{After: first - 1, Through: last, Entries: entries}, in.hold(sub.UserID, q, now))
 	}
 	for _, r := range reqs {
 		metrics.RequestsSubmitted(r.Type)
@@ -302,9 +349,16 @@ func (in *Inbox) Requeue(ctx context.Context, r *models.Request) error {
 	in.committed(ctx, r.UserID, seq)
 	if in.dispatch != nil {
 		in.dispatch.Add(r.UserID, models.Delivery{After: seq - 1, Through: seq,
-			Entries: []models.QueuedRequest{{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: seq}}})
+			Entries: []models.QueuedRequest{{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: seq}}}, 0)
 	}
 	return nil
+}
+
+// Flush sends userID's held entries now: a close is on its way.
+func (in *Inbox) Flush(userID string) {
+	if in.dispatch != nil {
+		in.dispatch.Flush(userID)
+	}
 }
 
 // Tail is the highest sequence number accepted for userID that this

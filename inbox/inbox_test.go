@@ -204,3 +204,52 @@ func TestSubmitAfterLateMembersOfAVoidedBatch(t *testing.T) {
 		t.Fatalf("second retry: %+v %v, want the replay of the first", b, err)
 	}
 }
+
+// While a user's session has delivered work it has not started, new
+// entries are held for about half that work's time (capped by MaxHold), so
+// submissions one at a time share a signal; a session with nothing waiting
+// gets its entries after the linger alone, and a flush sends held entries
+// at once.
+func TestDispatcherHoldsEntriesForABusySession(t *testing.T) {
+	db := storetest.Open(t)
+	sessions := &fakeSessions{}
+	d := inbox.NewDispatcher(t.Context(), inbox.DispatcherConfig{Linger: time.Millisecond, MaxHold: 2 * time.Second}, sessions, db.Store.Queues)
+	in := inbox.New(inbox.Config{MaxQueue: 100}, db.Store, d)
+	ctx := t.Context()
+	// Idle: delivered at once.
+	submitN(t, in, "u1", 1)
+	waitFor(t, func() bool { return len(sessions.deliveries()) == 1 })
+	// Busy: the session holds 1..20 and has started 1; a second reading
+	// 200 ms later finds 5 started: 50 ms a request, 16 held, so about
+	// 400 ms of hold.
+	now := time.Now().UTC()
+	if err := db.Store.Queues.Delivered(ctx, "u1", 20, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Store.Queues.Started(ctx, "u1", 1, now); err != nil {
+		t.Fatal(err)
+	}
+	submitN(t, in, "u1", 1) // first reading of the pace: no hold yet
+	waitFor(t, func() bool { return len(sessions.deliveries()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if err := db.Store.Queues.Started(ctx, "u1", 5, time.Now().UTC()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	submitN(t, in, "u1", 3)
+	waitFor(t, func() bool { return len(sessions.deliveries()) == 3 })
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Errorf("entries for a busy session were sent after %s, want them held", waited)
+	}
+	if got := entries(t, sessions.deliveries()[2:]); len(got) != 3 {
+		t.Fatalf("held delivery carried %v, want the 3 submitted meanwhile in one signal", got)
+	}
+	// A flush sends what is held at once.
+	submitN(t, in, "u1", 1)
+	in.Flush("u1")
+	start = time.Now()
+	waitFor(t, func() bool { return len(sessions.deliveries()) == 4 })
+	if waited := time.Since(start); waited > 300*time.Millisecond {
+		t.Errorf("a flushed delivery waited %s", waited)
+	}
+}
