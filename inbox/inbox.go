@@ -113,7 +113,7 @@ const busyHeld = 2
 // runs out of work; 0 when it has fewer than busyHeld, or no pace is known
 // yet.
 func (in *Inbox) hold(userID string, q store.Queue, now time.Time) time.Duration {
-	held := q.Delivered - max(q.Started, q.Low, 1) + 1
+	held := q.Held()
 	if held < busyHeld {
 		in.pace.Delete(userID)
 		return 0
@@ -191,11 +191,7 @@ func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
 	}
 	var reqs []models.Request
 	for try := 1; ; try++ {
-		hint := q.Tail
-		if v, ok := in.tails.Load(sub.UserID); ok {
-			hint = max(hint, v.(int64))
-		}
-		reqs, err = in.requests.Append(ctx, sub.UserID, hint, items)
+		reqs, err = in.requests.Append(ctx, sub.UserID, in.tail(sub.UserID, q), items)
 		if !errors.Is(err, store.ErrDuplicate) || sub.Key == "" {
 			break
 		}
@@ -229,7 +225,7 @@ func (in *Inbox) Submit(ctx context.Context, sub Submission) (Accepted, error) {
 	if in.dispatch != nil {
 		entries := make([]models.QueuedRequest, len(reqs))
 		for i, r := range reqs {
-			entries[i] = models.QueuedRequest{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: r.Seq, Naive: r.Naive}
+			entries[i] = store.Entry{Seq: r.Seq, Request: r}.Queued()
 		}
 		in.dispatch.Add(sub.UserID, models.Delivery{After: first - 1, Through: last, Entries: entries}, in.hold(sub.UserID, q, now))
 	}
@@ -338,18 +334,14 @@ func (in *Inbox) Requeue(ctx context.Context, r *models.Request) error {
 	if err != nil {
 		return err
 	}
-	hint := q.Tail
-	if v, ok := in.tails.Load(r.UserID); ok {
-		hint = max(hint, v.(int64))
-	}
-	seq, err := in.requests.AppendRequeue(ctx, r.UserID, hint, r.ID, in.cfg.Now().UTC().Truncate(time.Millisecond))
+	seq, err := in.requests.AppendRequeue(ctx, r.UserID, in.tail(r.UserID, q), r.ID, in.cfg.Now().UTC().Truncate(time.Millisecond))
 	if err != nil {
 		return fmt.Errorf("requeue %s: %w", r.ID, err)
 	}
 	in.committed(ctx, r.UserID, seq)
 	if in.dispatch != nil {
 		in.dispatch.Add(r.UserID, models.Delivery{After: seq - 1, Through: seq,
-			Entries: []models.QueuedRequest{{ID: r.ID, Type: r.Type, EnqueuedAt: r.EnqueuedAt, Seq: seq}}}, 0)
+			Entries: []models.QueuedRequest{store.Entry{Seq: seq, Request: *r}.Queued()}}, 0)
 	}
 	return nil
 }
@@ -368,8 +360,14 @@ func (in *Inbox) Tail(ctx context.Context, userID string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return in.tail(userID, q), nil
+}
+
+// tail is the highest sequence number known committed for userID: the
+// queue document's, or a higher one this process committed itself.
+func (in *Inbox) tail(userID string, q store.Queue) int64 {
 	if v, ok := in.tails.Load(userID); ok {
-		return max(q.Tail, v.(int64)), nil
+		return max(q.Tail, v.(int64))
 	}
-	return q.Tail, nil
+	return q.Tail
 }

@@ -83,6 +83,10 @@ func (q Queue) next() int64 { return max(q.Started, q.Low, 1) }
 // bound (cancelled entries in between count until a session passes them).
 func (q Queue) Pending() int64 { return max(0, q.Tail-q.next()+1) }
 
+// Held is how many entries a session holds (delivered) without having
+// started them: delivered - next + 1, at least 0.
+func (q Queue) Held() int64 { return max(0, q.Delivered-q.next()+1) }
+
 // Position estimates where entry seq stands among the waiting (1 = next).
 func (q Queue) Position(seq int64) int { return int(max(1, seq-q.next()+1)) }
 
@@ -391,11 +395,15 @@ func (r *Requests) sweepLater(userID string, start, last int64) {
 // batch (its last member is a tombstone) and frees its idempotency key;
 // freed reports that it was such a member.
 func (r *Requests) FreeVoided(ctx context.Context, userID, id string) (freed bool, err error) {
-	var d entryDoc
-	if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&d); err != nil {
-		return false, notFound("read entry", err)
+	owner, seq, ok := models.ParseRequestID(id)
+	if !ok || owner != userID {
+		return false, nil // not a sequenced request of userID's: in no batch range
 	}
-	if d.UserID != userID || d.end() == d.Seq {
+	d, err := r.entry(ctx, userID, seq)
+	if err != nil {
+		return false, err
+	}
+	if d.end() == d.Seq {
 		return false, nil
 	}
 	last, err := r.entry(ctx, userID, d.end())
