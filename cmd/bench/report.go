@@ -74,19 +74,6 @@ func analyse(sc scenario, users []*user, submitTime time.Duration) result {
 	return res
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, (len(s)*p+99)/100-1)]
-}
-
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64)
-}
-
 func printTable(w io.Writer, results []result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "scenario\tmode\tusers×req\tcompleted/s\tsubmitted/s\tenqueue p50/p99 ms\tpickup p50/p99 ms\tend-to-end p50/p99 ms\tsignals/req\tfailed\tproblems\t429s\trss\t")

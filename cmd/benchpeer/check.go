@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
 	"time"
 )
 
@@ -101,24 +99,4 @@ func summarise(logs []*userLog, published []int) tally {
 		t.Problems = append(t.Problems[:10], fmt.Sprintf("… and %d more", len(t.Problems)-10))
 	}
 	return t
-}
-
-// pct is the p-th percentile (nearest rank, as cmd/bench computes it).
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[min(len(s)-1, max(0, (len(s)*p+99)/100-1))]
-}
-
-// msf is d in milliseconds, for JSON.
-func msf(d time.Duration) float64 {
-	return float64(d.Microseconds()) / 1000
-}
-
-// ms is d in milliseconds with one decimal, for the table.
-func ms(d time.Duration) string {
-	return strconv.FormatFloat(msf(d), 'f', 1, 64)
 }
