@@ -100,9 +100,19 @@ func TestDispatcherCoalescesAndRetries(t *testing.T) {
 	if n := len(sessions.deliveries()); n > 3 {
 		t.Fatalf("%d signals for 20 requests accepted while Temporal was down", n)
 	}
-	q, err := db.Store.Queues.Get(t.Context(), "u1")
-	if err != nil || q.Delivered != 20 || q.Tail != 20 {
-		t.Fatalf("queue %+v %v", q, err)
+	// The queue document is marked after the signal returns, so wait for it.
+	var q store.Queue
+	var err error
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err = db.Store.Queues.Get(t.Context(), "u1")
+		if err == nil && q.Delivered == 20 && q.Tail == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %+v %v, want delivered = tail = 20", q, err)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
