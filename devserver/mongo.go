@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+
+	"github.com/turnstile/turnstile/devserver/mongogate"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite", the one FerretDB uses
 )
 
@@ -36,11 +38,13 @@ type MongoConfig struct {
 	LogLevel slog.Leveler
 }
 
-// Mongo is a running embedded FerretDB (sqlite handler, telemetry off).
+// Mongo is a running embedded FerretDB (sqlite handler, telemetry off)
+// behind a mongogate.Gate, which is what clients connect to.
 type Mongo struct {
 	dir    string
 	temp   bool
 	uri    string
+	gate   *mongogate.Gate
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -95,9 +99,12 @@ func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 
 	sqliteURL := "file:" + (&url.URL{Path: m.dir + "/"}).EscapedPath() + "?" +
 		url.Values{"_pragma": {pragma}}.Encode()
+	// FerretDB listens on a loopback port of its own; clients reach it
+	// only through the gate, which makes each document's writes atomic
+	// for all of them (see package mongogate).
 	ferretNewMu.Lock()
 	f, err := ferretdb.New(&ferretdb.Config{
-		Listener:  ferretdb.ListenerConfig{TCP: net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))},
+		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Logger:    slog.New(&demoteResponses{next: quietLogger(cfg.Logger, cfg.LogLevel).Handler()}),
 		Handler:   "sqlite",
 		SQLiteURL: sqliteURL,
@@ -106,20 +113,30 @@ func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 	if err != nil {
 		return fail(fmt.Errorf("mongo: ferretdb: %w", err))
 	}
-	// New has bound the port (port 0 resolved); MongoDBURI has the real one.
-	bound, err := url.Parse(f.MongoDBURI())
-	if err != nil {
-		return fail(fmt.Errorf("mongo: parse uri: %w", err))
-	}
-	addr := net.JoinHostPort(dialHost(cfg.Host), bound.Port())
-	m.uri = "mongodb://" + addr + "/"
-
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go func() {
 		defer close(m.done)
 		_ = f.Run(runCtx) // always nil; returns after connections and backend close
 	}()
+	// MongoDBURI waits for Run to bind; it has the port.
+	bound, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		_ = m.Stop()
+		return nil, fmt.Errorf("mongo: parse uri: %w", err)
+	}
+	m.gate, err = mongogate.Start(ctx, mongogate.Config{
+		Listen:  net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
+		Backend: bound.Host,
+		Logger:  quietLogger(cfg.Logger, cfg.LogLevel),
+	})
+	if err != nil {
+		_ = m.Stop()
+		return nil, fmt.Errorf("mongo: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(m.gate.Addr())
+	addr := net.JoinHostPort(dialHost(cfg.Host), port)
+	m.uri = "mongodb://" + addr + "/"
 
 	err = poll(ctx, 10*time.Second, 20*time.Millisecond, func(ctx context.Context) error {
 		var d net.Dialer
@@ -148,6 +165,9 @@ func (m *Mongo) DataDir() string { return m.dir }
 // disconnect clients first for a fast stop. It is safe to call more than once.
 func (m *Mongo) Stop() error {
 	m.stopOnce.Do(func() {
+		if m.gate != nil {
+			_ = m.gate.Close()
+		}
 		m.cancel()
 		select {
 		case <-m.done:

@@ -8,12 +8,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net/url"
 	"os"
 	"regexp"
 	"testing"
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+
+	"github.com/turnstile/turnstile/devserver/mongogate"
 
 	"github.com/turnstile/turnstile/store"
 )
@@ -38,15 +41,17 @@ func server(t testing.TB) (uri string, embedded bool) {
 }
 
 // StartFerretDB starts an embedded FerretDB with its SQLite files in
-// t.TempDir(), listening on a free port of 127.0.0.1, and returns its URI.
-// Only errors are logged.
+// t.TempDir(), behind a mongogate.Gate on a free port of 127.0.0.1 (as the
+// embedded launcher runs it), and returns the gate's URI. Only errors are
+// logged.
 func StartFerretDB(t testing.TB) string {
 	t.Helper()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: "127.0.0.1:0"},
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + t.TempDir() + "/",
-		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Logger:    log,
 	})
 	if err != nil {
 		t.Fatalf("storetest: ferretdb: %v", err)
@@ -62,7 +67,16 @@ func StartFerretDB(t testing.TB) string {
 		<-done
 	})
 	// MongoDBURI blocks until Run has the listener up.
-	return f.MongoDBURI()
+	u, err := url.Parse(f.MongoDBURI())
+	if err != nil {
+		t.Fatalf("storetest: ferretdb uri: %v", err)
+	}
+	g, err := mongogate.Start(ctx, mongogate.Config{Listen: "127.0.0.1:0", Backend: u.Host, Logger: log})
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	t.Cleanup(func() { _ = g.Close() })
+	return "mongodb://" + g.Addr() + "/"
 }
 
 // DatabaseName returns a fresh database name that FerretDB and MongoDB both
