@@ -117,12 +117,6 @@ type Config struct {
 	// RelayEvery (TURNSTILE_RELAY_EVERY, default 1s) is how often each
 	// worker's relay looks for accepted requests no session holds.
 	RelayEvery time.Duration
-	// SerializeStoreUpdates makes this process serialise its conditional
-	// updates per document. FerretDB v1 evaluates an update's filter in Go
-	// and writes back by _id, so two concurrent conditional updates (cancel
-	// vs start) can both win; the embedded default (API and worker in one
-	// process) turns this on. Real MongoDB needs nothing of the sort.
-	SerializeStoreUpdates bool
 	// MongoWriteConcern: TURNSTILE_MONGODB_WRITE_CONCERN, majority (default:
 	// journaled on a majority, so a 202 survives a replica-set failover), 1,
 	// or uri (the connection string's w/journal).

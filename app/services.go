@@ -62,9 +62,8 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger) (*Backends, erro
 	b := &Backends{}
 	err := retry(ctx, log, "mongodb", func() error {
 		st, err := store.ConnectWith(ctx, cfg.MongoURI, cfg.MongoDatabase, store.Options{
-			SerializeUpdates: cfg.SerializeStoreUpdates,
-			AppName:          "turnstile",
-			WriteConcern:     cfg.MongoWriteConcern,
+			AppName:      "turnstile",
+			WriteConcern: cfg.MongoWriteConcern,
 		})
 		if err != nil {
 			return err

@@ -92,8 +92,7 @@ func (q Queue) Position(seq int64) int { return int(max(1, seq-q.next()+1)) }
 
 // Queues is the per-user inbox documents.
 type Queues struct {
-	c     *mongo.Collection
-	locks docLocks
+	c *mongo.Collection
 }
 
 // Get returns userID's queue document; a user who never submitted has a
@@ -112,7 +111,6 @@ func (q *Queues) Get(ctx context.Context, userID string) (Queue, error) {
 
 // raise sets field to at least v (upserting the document).
 func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now time.Time) error {
-	defer q.locks.lock(userID)()
 	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
 		bson.D{{Key: "$max", Value: bson.D{{Key: field, Value: v}}}, {Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}}},
 		options.UpdateOne().SetUpsert(true))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -45,14 +43,8 @@ const compensationTimeout = 5 * time.Second
 // Requests is the "requests" collection: every request's status, payload
 // and outcome. MongoDB is its system of record; Temporal runs it.
 type Requests struct {
-	c     *mongo.Collection
-	keys  *mongo.Collection // idempotency key → request IDs (RememberKey)
-	locks docLocks
-	// unsettled holds, with SerializeUpdates, the requests Settle ran but
-	// could not record (the write failed): still queued in the store, they
-	// count as running for every state change until their outcome is
-	// written, so a cancel cannot win over a request that ran.
-	unsettled sync.Map // id -> models.Settlement
+	c    *mongo.Collection
+	keys *mongo.Collection // idempotency key → request IDs (RememberKey)
 }
 
 // Insert stores reqs in order, all or none. Each needs an ID and a UserID. If
@@ -217,34 +209,10 @@ func (r *Requests) Delete(ctx context.Context, id string) error {
 // was before; changed reports whether the update applied. A missing or
 // foreign request is ErrNotFound.
 //
-// On MongoDB this is one conditional findOneAndUpdate, atomic by itself.
-// With Options.SerializeUpdates (the embedded FerretDB, whose conditional
-// updates are neither atomic nor answered from an index) it is read by _id,
-// check, write by _id under the process's per-document lock: both filters
-// are exactly {_id}, the only shape FerretDB looks up by index, so a state
-// change costs the same at a million requests as at ten.
+// It is one conditional findOneAndUpdate: atomic on MongoDB, and on the
+// embedded FerretDB through its gate (devserver/mongogate), which also
+// looks the request up by _id.
 func (r *Requests) transition(ctx context.Context, op, id, owner string, from []models.Status, update bson.D) (*models.Request, bool, error) {
-	if r.locks.on {
-		defer r.locks.lock(id)()
-		cur, err := r.Get(ctx, owner, id)
-		if err != nil {
-			return nil, false, err
-		}
-		_, ran := r.unsettled.Load(id)
-		if ran && cur.Status == models.StatusQueued {
-			cur.Status = models.StatusRunning
-		}
-		if !slices.Contains(from, cur.Status) {
-			return cur, false, nil
-		}
-		if err := r.writeByID(ctx, op, id, update); err != nil {
-			return nil, false, err
-		}
-		if ran {
-			r.unsettled.Delete(id) // its outcome, or a later state, is written
-		}
-		return cur, true, nil
-	}
 	filter := bson.D{{Key: "_id", Value: id}, {Key: "status", Value: bson.D{{Key: "$in", Value: from}}}}
 	if owner != "" {
 		filter = append(filter, bson.E{Key: "user_id", Value: owner})
@@ -263,20 +231,6 @@ func (r *Requests) transition(ctx context.Context, op, id, owner string, from []
 		return nil, false, err
 	}
 	return cur, false, nil
-}
-
-// writeByID applies update to request id, found by _id alone (the only
-// filter FerretDB answers from an index); the caller holds its lock and has
-// checked its status. A request gone meanwhile is ErrNotFound.
-func (r *Requests) writeByID(ctx context.Context, op, id string, update bson.D) error {
-	res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
-	if err != nil {
-		return wrap(op, err)
-	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
-	}
-	return nil
 }
 
 func set(fields ...bson.E) bson.D { return bson.D{{Key: "$set", Value: bson.D(fields)}} }

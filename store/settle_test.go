@@ -11,32 +11,9 @@ import (
 	"github.com/turnstile/turnstile/store/storetest"
 )
 
-// settleStore returns a Store on a fresh test database whose updates are
-// serialised (the embedded launcher's locked path) or not (the conditional
-// updates MongoDB runs), whatever server storetest picked.
-func settleStore(t *testing.T, serialize bool) *store.Store {
-	t.Helper()
-	db := storetest.Open(t)
-	if db.Embedded == serialize {
-		return db.Store // storetest set SerializeUpdates = Embedded
-	}
-	ctx := testContext(t)
-	s, err := store.ConnectWith(ctx, db.URI, db.Name, store.Options{SerializeUpdates: serialize})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(context.Background()) })
-	return s
-}
-
-// forEachSettlePath runs f as a subtest on both paths of Settle.
-func forEachSettlePath(t *testing.T, f func(t *testing.T, s *store.Store, locked bool)) {
-	for _, p := range []struct {
-		name   string
-		locked bool
-	}{{"SerializeUpdates", true}, {"ConditionalUpdates", false}} {
-		t.Run(p.name, func(t *testing.T) { f(t, settleStore(t, p.locked), p.locked) })
-	}
+// withSettleStore runs f on a Store on a fresh test database.
+func withSettleStore(t *testing.T, f func(t *testing.T, s *store.Store)) {
+	f(t, storetest.New(t))
 }
 
 func settleNow(d time.Duration) func() time.Time { return func() time.Time { return t0.Add(d) } }
@@ -53,7 +30,7 @@ func mustNotRun(t *testing.T) func(*models.Request) models.Settlement {
 }
 
 func TestSettleQueuedRunsOnceAndRecordsOutcome(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		r.Payload = `{"n":7}`
@@ -107,7 +84,7 @@ func TestSettleQueuedRunsOnceAndRecordsOutcome(t *testing.T) {
 }
 
 func TestSettleFailedRecordsError(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
@@ -131,7 +108,7 @@ func TestSettleFailedRecordsError(t *testing.T) {
 }
 
 func TestSettleRetryLeavesRunningAndKeepsFirstStart(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
@@ -183,7 +160,7 @@ func TestSettleRetryLeavesRunningAndKeepsFirstStart(t *testing.T) {
 }
 
 func TestSettleFinalRequestIsNotRun(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		start, end := t0.Add(time.Second), t0.Add(2*time.Second)
 		for _, st := range []models.Status{models.StatusSucceeded, models.StatusFailed, models.StatusCancelled} {
@@ -213,7 +190,7 @@ func TestSettleFinalRequestIsNotRun(t *testing.T) {
 }
 
 func TestSettleAfterCancelQueuedIsNotRun(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
@@ -233,7 +210,7 @@ func TestSettleAfterCancelQueuedIsNotRun(t *testing.T) {
 }
 
 func TestSettleOwnerMismatchAndMissingAreNotFound(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
@@ -257,11 +234,10 @@ func TestSettleOwnerMismatchAndMissingAreNotFound(t *testing.T) {
 }
 
 // TestSettleCancelDuringRunLoses: a user cancels a request while Settle's
-// run works on it. The cancel must lose: with SerializeUpdates it waits for
-// the document's lock and then finds the request final; without, the
-// request is already running when run starts.
+// run works on it. The cancel must lose: the request is running before run
+// starts.
 func TestSettleCancelDuringRunLoses(t *testing.T) {
-	forEachSettlePath(t, func(t *testing.T, s *store.Store, locked bool) {
+	withSettleStore(t, func(t *testing.T, s *store.Store) {
 		ctx := testContext(t)
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
@@ -304,25 +280,11 @@ func TestSettleCancelDuringRunLoses(t *testing.T) {
 			c, err := s.Requests.CancelQueued(ctx, "alice", r.ID, t0.Add(90*time.Second))
 			cancelDone <- cancelled{c, err}
 		}()
-		var c cancelled
-		if locked {
-			select {
-			case c = <-cancelDone:
-				t.Fatalf("CancelQueued returned (%+v, %v) while run held the request; it must wait for the lock", c.req, c.err)
-			case <-time.After(200 * time.Millisecond):
-			}
-			releaseRun()
-			c = <-cancelDone
-			if !errors.Is(c.err, store.ErrConflict) || c.req == nil || c.req.Status != models.StatusSucceeded {
-				t.Errorf("CancelQueued after the lock = %+v, %v; want ErrConflict with the succeeded request", c.req, c.err)
-			}
-		} else {
-			c = <-cancelDone // answers at once: the request is running
-			if !errors.Is(c.err, store.ErrConflict) || c.req == nil || c.req.Status != models.StatusRunning {
-				t.Errorf("CancelQueued during run = %+v, %v; want ErrConflict with the running request", c.req, c.err)
-			}
-			releaseRun()
+		c := <-cancelDone // answers at once: the request is running
+		if !errors.Is(c.err, store.ErrConflict) || c.req == nil || c.req.Status != models.StatusRunning {
+			t.Errorf("CancelQueued during run = %+v, %v; want ErrConflict with the running request", c.req, c.err)
 		}
+		releaseRun()
 		res := <-settleDone
 		if res.err != nil || !res.called {
 			t.Fatalf("Settle = called %v, %v", res.called, res.err)
@@ -333,14 +295,13 @@ func TestSettleCancelDuringRunLoses(t *testing.T) {
 	})
 }
 
-// On the locked path, a request that ran but whose outcome could not be
-// written is still queued in the store. Until the outcome is written, by the
-// session's Finish or by a Settle of the same request (which must not run it
-// again), a cancel must not win over it.
-func TestSettleUnrecordedOutcomeIsNotCancelledNorRunAgain(t *testing.T) {
+// A request that ran but whose outcome could not be written stays running:
+// a cancel does not win over it, and the outcome is written by the
+// session's Finish or by the activity's retried Settle.
+func TestSettleUnrecordedOutcomeIsNotCancelled(t *testing.T) {
 	for _, finishBy := range []string{"Finish", "Settle"} {
 		t.Run(finishBy, func(t *testing.T) {
-			s := settleStore(t, true)
+			s := storetest.New(t)
 			ctx := testContext(t)
 			r := queued(t, "alice")
 			mustInsert(t, s, r)
@@ -355,8 +316,8 @@ func TestSettleUnrecordedOutcomeIsNotCancelledNorRunAgain(t *testing.T) {
 			if err == nil || !called {
 				t.Fatalf("Settle = called %v, err %v; want the write to fail after run", called, err)
 			}
-			if got, err := s.Requests.Get(ctx, "alice", r.ID); err != nil || got.Status != models.StatusQueued {
-				t.Fatalf("stored request = %+v, %v; want it still queued (the write failed)", got, err)
+			if got, err := s.Requests.Get(ctx, "alice", r.ID); err != nil || got.Status != models.StatusRunning {
+				t.Fatalf("stored request = %+v, %v; want it running (the write failed)", got, err)
 			}
 			if c, err := s.Requests.CancelQueued(ctx, "alice", r.ID, t0.Add(3*time.Minute)); !errors.Is(err, store.ErrConflict) {
 				t.Fatalf("CancelQueued of a request that ran = %+v, %v; want ErrConflict", c, err)
@@ -368,9 +329,12 @@ func TestSettleUnrecordedOutcomeIsNotCancelledNorRunAgain(t *testing.T) {
 					t.Fatal(err)
 				}
 			case "Settle":
-				cur, called, err := s.Requests.Settle(ctx, r.ID, "alice", settleNow(4*time.Minute), mustNotRun(t))
-				if err != nil || called || cur.Status != models.StatusSucceeded {
-					t.Fatalf("second Settle = %+v, called %v, %v; want the remembered outcome written", cur, called, err)
+				_, called, err := s.Requests.Settle(ctx, r.ID, "alice", settleNow(4*time.Minute), func(*models.Request) models.Settlement {
+					return models.Settlement{Status: models.StatusSucceeded, Result: `"ran"`, Attempts: 1,
+						StartedAt: t0.Add(time.Minute), FinishedAt: t0.Add(2 * time.Minute)}
+				})
+				if err != nil || !called {
+					t.Fatalf("retried Settle = called %v, %v; want the running request settled", called, err)
 				}
 			}
 			got, err := s.Requests.Get(ctx, "alice", r.ID)

@@ -5,8 +5,9 @@
 // embedded default, so it uses no transactions, TTL or partial indexes, no
 // change streams and no aggregation-pipeline updates. A request's state
 // changes are single-document conditional updates (filter by _id and
-// status): atomic on MongoDB, but a read followed by a write on FerretDB v1,
-// which Options.SerializeUpdates covers for a single process. Refresh tokens
+// status): atomic on MongoDB, and on the embedded FerretDB v1 because every
+// client reaches it through devserver/mongogate, which serialises each
+// document's writes and looks {_id, …} filters up by _id. Refresh tokens
 // are designed to need no atomic update at all. Lookups by ID filter on _id
 // alone, the only filter FerretDB v1 runs in SQLite rather than by a scan;
 // for the same reason a user is found by email through user_emails, whose
@@ -70,16 +71,6 @@ type Options struct {
 	Timeout time.Duration
 	// AppName shows in the server's logs and currentOp.
 	AppName string
-	// SerializeUpdates makes this process's updates of any one document
-	// take turns. FerretDB v1 runs a conditional update as two steps: it
-	// reads the documents, tests the filter in Go, then writes each whole
-	// document back. Two concurrent updates of one document can therefore
-	// both match, and the later write silently undoes the earlier (a cancel
-	// and a start both succeed; a late attempt count reverts a finished
-	// request to running). Set this against FerretDB v1 when this process is
-	// its only writer, as in the embedded launcher. MongoDB needs none of it,
-	// and it cannot help several processes sharing one FerretDB.
-	SerializeUpdates bool
 	// WriteConcern is how many members must have a write, journaled, before
 	// MongoDB acknowledges it (and Turnstile answers 202): "majority" (the
 	// default: an acknowledged write survives a failover) or "1" (the
@@ -145,7 +136,7 @@ func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, 
 	if err != nil {
 		return nil, fmt.Errorf("store: connect: %w", err)
 	}
-	s := newStore(client, client.Database(database), o.SerializeUpdates)
+	s := newStore(client, client.Database(database))
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, err
@@ -153,20 +144,17 @@ func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, 
 	return s, nil
 }
 
-func newStore(client *mongo.Client, db *mongo.Database, serialize bool) *Store {
-	locks := func(coll string) docLocks { return docLocks{on: serialize, ns: db.Name() + "." + coll} }
+func newStore(client *mongo.Client, db *mongo.Database) *Store {
 	return &Store{
 		Users: &Users{
-			c:          db.Collection(UsersCollection),
-			locks:      locks(UsersCollection),
-			emails:     db.Collection(UserEmailsCollection),
-			emailLocks: locks(UserEmailsCollection),
+			c:      db.Collection(UsersCollection),
+			emails: db.Collection(UserEmailsCollection),
 		},
 		Requests: &Requests{
-			c: db.Collection(RequestsCollection), locks: locks(RequestsCollection),
+			c:    db.Collection(RequestsCollection),
 			keys: db.Collection(IdempotencyCollection),
 		},
-		Queues: &Queues{c: db.Collection(QueuesCollection), locks: locks(QueuesCollection)},
+		Queues: &Queues{c: db.Collection(QueuesCollection)},
 		Tokens: &RefreshTokens{
 			c:        db.Collection(RefreshTokensCollection),
 			families: db.Collection(RefreshFamiliesCollection),

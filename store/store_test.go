@@ -656,17 +656,10 @@ func markStatus(r *models.Request, err error) (models.Status, error) {
 	return r.Status, nil
 }
 
-// The conditional-update path (what runs on MongoDB, without
-// SerializeUpdates) keeps the same state machine. FerretDB does not make it
-// atomic, so this checks the transitions one at a time, not races.
-func TestTransitionsWithConditionalUpdates(t *testing.T) {
-	db := storetest.Open(t)
+// The state machine, one transition at a time (the race tests race them).
+func TestTransitions(t *testing.T) {
+	s := storetest.New(t)
 	ctx := context.Background()
-	s, err := store.ConnectWith(ctx, db.URI, db.Name, store.Options{SerializeUpdates: false})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(ctx)
 	t0 := time.Now().UTC().Truncate(time.Millisecond)
 
 	r := queued(t, "alice")

@@ -27,11 +27,8 @@ var userIndexes = []mongo.IndexModel{
 // filter decodes the whole collection. The unique index on users.email stays
 // as the last guard.
 type Users struct {
-	c     *mongo.Collection
-	locks docLocks
-
-	emails     *mongo.Collection
-	emailLocks docLocks
+	c      *mongo.Collection
+	emails *mongo.Collection
 }
 
 // userEmail is a document of the "user_emails" collection: the user that
@@ -141,18 +138,9 @@ func (r *Users) claimEmail(ctx context.Context, email, userID string) error {
 }
 
 // swapEmailOwner points email's document at to if it points at from, and
-// reports whether it did. Like Requests.transition, it is one conditional
-// update on MongoDB and a read, check and write by _id under the email's
-// lock with Options.SerializeUpdates.
+// reports whether it did: one conditional update, like Requests.transition.
 func (r *Users) swapEmailOwner(ctx context.Context, email, from, to string, now time.Time) (bool, error) {
 	filter := bson.D{{Key: "_id", Value: email}, {Key: "user_id", Value: from}}
-	if r.emailLocks.on {
-		defer r.emailLocks.lock(email)()
-		if owner, err := r.emailOwner(ctx, email); err != nil || owner != from {
-			return false, err
-		}
-		filter = filter[:1]
-	}
 	res, err := r.emails.UpdateOne(ctx, filter, set(bson.E{Key: "user_id", Value: to}, bson.E{Key: "claimed_at", Value: now}))
 	if err != nil {
 		return false, wrap("swap email owner", err)
@@ -163,31 +151,10 @@ func (r *Users) swapEmailOwner(ctx context.Context, email, from, to string, now 
 // releaseEmail deletes email's document if it still points at userID.
 func (r *Users) releaseEmail(ctx context.Context, email, userID string) error {
 	filter := bson.D{{Key: "_id", Value: email}, {Key: "user_id", Value: userID}}
-	if r.emailLocks.on {
-		defer r.emailLocks.lock(email)()
-		if owner, err := r.emailOwner(ctx, email); err != nil || owner != userID {
-			return err
-		}
-		filter = filter[:1]
-	}
 	if _, err := r.emails.DeleteOne(ctx, filter); err != nil {
 		return wrap("release email", err)
 	}
 	return nil
-}
-
-// emailOwner returns the user ID that email's document points at, "" when
-// there is none.
-func (r *Users) emailOwner(ctx context.Context, email string) (string, error) {
-	var cur userEmail
-	err := r.emails.FindOne(ctx, bson.D{{Key: "_id", Value: email}}).Decode(&cur)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return "", nil
-	}
-	if err != nil {
-		return "", wrap("email owner", err)
-	}
-	return cur.UserID, nil
 }
 
 // ByEmail returns the user with email (compared trimmed and lower-case):
@@ -382,7 +349,6 @@ func (r *Users) SetRole(ctx context.Context, id string, role models.Role) error 
 }
 
 func (r *Users) set(ctx context.Context, op, id string, fields bson.D) error {
-	defer r.locks.lock(id)()
 	res, err := r.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: fields}})
 	if err != nil {
 		return wrap(op, err)

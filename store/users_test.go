@@ -17,33 +17,16 @@ import (
 	"github.com/turnstile/turnstile/store/storetest"
 )
 
-// forEachUpdatePath runs f as a subtest on a Store whose updates are
-// serialised (the embedded launcher's locked path) and on one whose updates
-// filter on more than _id (what runs on MongoDB), each on a fresh database
-// with a raw handle on it.
+// forEachUpdatePath runs f on a Store on a fresh database with a raw
+// handle on it.
 func forEachUpdatePath(t *testing.T, f func(t *testing.T, s *store.Store, raw *mongo.Database)) {
-	for _, p := range []struct {
-		name      string
-		serialize bool
-	}{{"SerializeUpdates", true}, {"ConditionalUpdates", false}} {
-		t.Run(p.name, func(t *testing.T) {
-			db := storetest.Open(t)
-			raw, err := mongo.Connect(options.Client().ApplyURI(db.URI))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = raw.Disconnect(context.Background()) })
-			s := db.Store // storetest set SerializeUpdates = Embedded
-			if db.Embedded != p.serialize {
-				s, err = store.ConnectWith(testContext(t), db.URI, db.Name, store.Options{SerializeUpdates: p.serialize})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = s.Close(context.Background()) })
-			}
-			f(t, s, raw.Database(db.Name))
-		})
+	db := storetest.Open(t)
+	raw, err := mongo.Connect(options.Client().ApplyURI(db.URI))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = raw.Disconnect(context.Background()) })
+	f(t, db.Store, raw.Database(db.Name))
 }
 
 // emailOwner returns the user_id of email's document in user_emails, "" when

@@ -78,7 +78,6 @@ func runWithStack(m *testing.M) (int, error) {
 	cfg.TemporalAddress, cfg.Namespace = temporal.Address(), temporal.Namespace()
 	cfg.MongoURI, cfg.MongoDatabase = mongo.URI(), "turnstile_e2e"
 	cfg.JWTKey = testJWTKey
-	cfg.SerializeStoreUpdates = true
 	cfg.HTTPAllowlist = map[string]bool{sk.hostPort(): true}
 	cfg.MaxQueue = 50
 	cfg.MaxBodyBytes = 16 << 10

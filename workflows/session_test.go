@@ -64,10 +64,10 @@ func (f *fakeStore) settledIDs() []string {
 	return append([]string(nil), f.settled...)
 }
 
-// Settle implements activities.Settler like store.Requests.Settle with
-// SerializeUpdates: a request of owner that is queued or running is run,
-// with its lock held, and its settlement recorded as one change; any other
-// status is returned unchanged without running it.
+// Settle implements activities.Settler like store.Requests.Settle, as one
+// change under the fake's lock: a request of owner that is queued or
+// running is run and its settlement recorded; any other status is returned
+// unchanged without running it.
 func (f *fakeStore) Settle(_ context.Context, id, owner string, _ func() time.Time, run func(cur *models.Request) models.Settlement) (*models.Request, bool, error) {
 	defer f.lock(id)()
 	f.mu.Lock()

@@ -164,9 +164,6 @@ func runDev(ctx context.Context, cfg app.Config, args []string, getenv func(stri
 
 	var serve func() error
 	if want["api"] || want["worker"] {
-		// With both in this process and the embedded store, conditional
-		// updates are serialised here (see app.Config.SerializeStoreUpdates).
-		cfg.SerializeStoreUpdates = want["mongo"] && want["api"] && want["worker"]
 		b, err := app.Connect(ctx, cfg, log)
 		if err != nil {
 			return err

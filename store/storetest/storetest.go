@@ -98,8 +98,7 @@ type DB struct {
 	Store *store.Store
 	URI   string // the server's
 	Name  string // the database's
-	// Embedded: the server is a FerretDB this test started. Then the Store
-	// has Options.SerializeUpdates, as the embedded launcher's would.
+	// Embedded: the server is a FerretDB (behind its gate) this test started.
 	Embedded bool
 }
 
@@ -118,7 +117,7 @@ func Open(t testing.TB) DB {
 	defer cancel()
 	db := DB{Name: DatabaseName(t)}
 	db.URI, db.Embedded = server(t)
-	s, err := store.ConnectWith(ctx, db.URI, db.Name, store.Options{SerializeUpdates: db.Embedded})
+	s, err := store.Connect(ctx, db.URI, db.Name)
 	if err != nil {
 		t.Fatalf("storetest: connect: %v", err)
 	}
