@@ -39,7 +39,7 @@ var ErrNotRunning = errors.New("request not running")
 type Recorder interface {
 	// MarkRunning moves a queued or running request to running and returns
 	// it; a request already final is returned unchanged.
-	MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error)
+	MarkRunning(ctx context.Context, id, owner string, now time.Time) (*models.Request, error)
 	SetAttempts(ctx context.Context, id string, attempts int) error
 	Finish(ctx context.Context, id string, status models.Status, result, errMsg string, attempts int, now time.Time) error
 }
@@ -154,7 +154,7 @@ type MarkRunningResult struct {
 // MarkRunning records that a request starts and loads its payload.
 func (a *Activities) MarkRunning(ctx context.Context, in MarkRunningInput) (MarkRunningResult, error) {
 	now := a.now()
-	req, err := a.Store.MarkRunning(ctx, in.RequestID, now)
+	req, err := a.Store.MarkRunning(ctx, in.RequestID, in.UserID, now)
 	if errors.Is(err, ErrNotFound) {
 		a.logger(ctx, in.RequestID, in.UserID).Warn("request missing from store; skipping")
 		return MarkRunningResult{}, nil

@@ -43,7 +43,7 @@ func (f *batchFakeStore) logCall(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
-func (f *batchFakeStore) MarkRunning(_ context.Context, id string, now time.Time) (*models.Request, error) {
+func (f *batchFakeStore) MarkRunning(_ context.Context, id, _ string, now time.Time) (*models.Request, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.logCall("mark %s", id)

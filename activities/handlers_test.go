@@ -677,7 +677,7 @@ func newFakeRecorder(reqs ...models.Request) *fakeRecorder {
 	return f
 }
 
-func (f *fakeRecorder) MarkRunning(_ context.Context, id string, now time.Time) (*models.Request, error) {
+func (f *fakeRecorder) MarkRunning(_ context.Context, id, _ string, now time.Time) (*models.Request, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {

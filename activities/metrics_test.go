@@ -23,7 +23,7 @@ type storeLike struct {
 	req models.Request
 }
 
-func (s *storeLike) MarkRunning(_ context.Context, _ string, now time.Time) (*models.Request, error) {
+func (s *storeLike) MarkRunning(_ context.Context, _, _ string, now time.Time) (*models.Request, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.req.Status == models.StatusQueued {

@@ -64,7 +64,7 @@ func runRacer(role string) int {
 			}
 		case "start":
 			var r *models.Request
-			r, err = s.Requests.MarkRunning(ctx, id, t0)
+			r, err = s.Requests.MarkRunning(ctx, id, "", t0)
 			if err == nil && r.Status != models.StatusRunning {
 				continue
 			}
@@ -163,7 +163,7 @@ func TestTwoProcessesRaceFinishAgainstALateAttempt(t *testing.T) {
 	for i := range ids {
 		r := queued(t, "alice")
 		mustInsert(t, db.Store, r)
-		if _, err := db.Store.Requests.MarkRunning(ctx, r.ID, t0); err != nil {
+		if _, err := db.Store.Requests.MarkRunning(ctx, r.ID, "", t0); err != nil {
 			t.Fatal(err)
 		}
 		ids[i] = r.ID

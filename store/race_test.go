@@ -26,7 +26,7 @@ func TestRequestsCancelRacesStart(t *testing.T) {
 			startErr  error
 		)
 		wg.Go(func() { _, cancelErr = s.Requests.CancelQueued(ctx, "alice", r.ID, t0) })
-		wg.Go(func() { started, startErr = markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)) })
+		wg.Go(func() { started, startErr = markStatus(s.Requests.MarkRunning(ctx, r.ID, "", t0)) })
 		wg.Wait()
 		if startErr != nil {
 			t.Fatal(startErr)
@@ -53,7 +53,7 @@ func TestRequestsFinishRacesLateAttempt(t *testing.T) {
 	for i := range 40 {
 		r := queued(t, "alice")
 		mustInsert(t, s, r)
-		if _, err := s.Requests.MarkRunning(ctx, r.ID, t0); err != nil {
+		if _, err := s.Requests.MarkRunning(ctx, r.ID, "", t0); err != nil {
 			t.Fatal(err)
 		}
 		var wg sync.WaitGroup

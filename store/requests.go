@@ -281,9 +281,11 @@ func (r *Requests) Requeue(ctx context.Context, id string) error {
 // running (a retried start) is returned unchanged, its started_at kept; one
 // already final is returned unchanged too, so the caller can skip it.
 // Running it twice is harmless. Queued implies never started: Requeue clears
-// started_at when it queues a request again.
-func (r *Requests) MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error) {
-	cur, changed, err := r.transition(ctx, "mark running", id, "", []models.Status{models.StatusQueued},
+// started_at when it queues a request again. The owner is part of the
+// update's filter ("" = any owner): another user's request is ErrNotFound
+// and stays as it was.
+func (r *Requests) MarkRunning(ctx context.Context, id, owner string, now time.Time) (*models.Request, error) {
+	cur, changed, err := r.transition(ctx, "mark running", id, owner, []models.Status{models.StatusQueued},
 		set(bson.E{Key: "status", Value: models.StatusRunning}, bson.E{Key: "started_at", Value: now}))
 	if err != nil {
 		return nil, err

@@ -119,7 +119,7 @@ func TestConnectWithOperationTimeout(t *testing.T) {
 	}
 	r := queued(t, "alice")
 	mustInsert(t, s, r)
-	if _, err := s.Requests.MarkRunning(ctx, r.ID, t0); err != nil {
+	if _, err := s.Requests.MarkRunning(ctx, r.ID, "", t0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Requests.List(ctx, "alice", "", 10, ""); err != nil {
@@ -461,7 +461,7 @@ func TestRequestsCancelQueued(t *testing.T) {
 	r := queued(t, "alice")
 	running := queued(t, "alice")
 	mustInsert(t, s, r, running)
-	if st, err := markStatus(s.Requests.MarkRunning(ctx, running.ID, t0)); err != nil || st != models.StatusRunning {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, running.ID, "", t0)); err != nil || st != models.StatusRunning {
 		t.Fatalf("MarkRunning = %v, %v", st, err)
 	}
 
@@ -502,7 +502,7 @@ func TestRequestsRequeue(t *testing.T) {
 	if err := s.Requests.Requeue(ctx, r.ID); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("Requeue(queued) err = %v, want ErrConflict", err)
 	}
-	if _, err := s.Requests.MarkRunning(ctx, r.ID, t0); err != nil {
+	if _, err := s.Requests.MarkRunning(ctx, r.ID, "", t0); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Requests.Requeue(ctx, r.ID); !errors.Is(err, store.ErrConflict) {
@@ -546,7 +546,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 
 	start := t0.Add(time.Second)
 	for i := range 2 { // a retried activity repeats the call, later
-		st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, start.Add(time.Duration(i)*time.Minute)))
+		st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, "", start.Add(time.Duration(i)*time.Minute)))
 		if err != nil || st != models.StatusRunning {
 			t.Fatalf("MarkRunning #%d = %v, %v", i+1, st, err)
 		}
@@ -576,7 +576,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 	if err := s.Requests.Finish(ctx, r.ID, models.StatusFailed, "", "late failure", 3, end.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, end.Add(time.Minute))); err != nil || st != models.StatusSucceeded {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, "", end.Add(time.Minute))); err != nil || st != models.StatusSucceeded {
 		t.Fatalf("MarkRunning(succeeded) = %v, %v; want succeeded, nil", st, err)
 	}
 	if err := s.Requests.SetAttempts(ctx, r.ID, 5); !errors.Is(err, store.ErrConflict) {
@@ -594,7 +594,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 	if _, err := s.Requests.CancelQueued(ctx, "alice", c.ID, t0); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := markStatus(s.Requests.MarkRunning(ctx, c.ID, end)); err != nil || st != models.StatusCancelled {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, c.ID, "", end)); err != nil || st != models.StatusCancelled {
 		t.Fatalf("MarkRunning(cancelled) = %v, %v; want cancelled, nil", st, err)
 	}
 	if err := s.Requests.Finish(ctx, c.ID, models.StatusSucceeded, `1`, "", 1, end); err != nil {
@@ -615,7 +615,7 @@ func TestRequestsWorkerUpdatesIdempotent(t *testing.T) {
 	}
 
 	missing := newID(t)
-	if _, err := s.Requests.MarkRunning(ctx, missing, end); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.Requests.MarkRunning(ctx, missing, "", end); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("MarkRunning(missing) err = %v, want ErrNotFound", err)
 	}
 	if err := s.Requests.SetAttempts(ctx, missing, 1); !errors.Is(err, store.ErrNotFound) {
@@ -664,10 +664,10 @@ func TestTransitions(t *testing.T) {
 
 	r := queued(t, "alice")
 	mustInsert(t, s, r)
-	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)); err != nil || st != models.StatusRunning {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, "", t0)); err != nil || st != models.StatusRunning {
 		t.Fatalf("MarkRunning = %v, %v", st, err)
 	}
-	again, err := s.Requests.MarkRunning(ctx, r.ID, t0.Add(time.Minute))
+	again, err := s.Requests.MarkRunning(ctx, r.ID, "", t0.Add(time.Minute))
 	if err != nil || again.Status != models.StatusRunning || !again.StartedAt.Equal(t0) {
 		t.Fatalf("second MarkRunning = %+v, %v; want running with the first started_at", again, err)
 	}
@@ -699,7 +699,7 @@ func TestTransitions(t *testing.T) {
 	if err != nil || c.Status != models.StatusCancelled {
 		t.Fatalf("cancel: %+v, %v", c, err)
 	}
-	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, t0)); err != nil || st != models.StatusCancelled {
+	if st, err := markStatus(s.Requests.MarkRunning(ctx, r.ID, "", t0)); err != nil || st != models.StatusCancelled {
 		t.Fatalf("MarkRunning after cancel = %v, %v", st, err)
 	}
 }

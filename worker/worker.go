@@ -64,8 +64,8 @@ func RegisterWorkflows(r interface {
 type Recorder struct{ Requests *store.Requests }
 
 // MarkRunning implements activities.Recorder.
-func (r Recorder) MarkRunning(ctx context.Context, id string, now time.Time) (*models.Request, error) {
-	req, err := r.Requests.MarkRunning(ctx, id, now)
+func (r Recorder) MarkRunning(ctx context.Context, id, owner string, now time.Time) (*models.Request, error) {
+	req, err := r.Requests.MarkRunning(ctx, id, owner, now)
 	return req, mapNotFound(err)
 }
 

@@ -134,7 +134,7 @@ func (f *fakeStore) get(id string) models.Request {
 	return *f.reqs[id]
 }
 
-func (f *fakeStore) MarkRunning(_ context.Context, id string, now time.Time) (*models.Request, error) {
+func (f *fakeStore) MarkRunning(_ context.Context, id, _ string, now time.Time) (*models.Request, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r, ok := f.reqs[id]
