@@ -156,6 +156,9 @@ func (s *server) handleAdminSteer(action steer) gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
+		if s.signalRateLimited(c, u.ID) {
+			return
+		}
 		switch action {
 		case steerPause:
 			err = s.sessions.Pause(ctx, u.ID)
@@ -209,6 +212,9 @@ func (s *server) handleAdminSetPolicy() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
+		if s.signalRateLimited(c, u.ID) {
+			return
+		}
 		s.answerSteer(c, ctx, u, s.sessions.SetPolicy(ctx, u.ID, in.Policy))
 	}
 }
@@ -256,6 +262,9 @@ func (s *server) handleAdminCancelRequest() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
+		if s.signalRateLimited(c, r.UserID) {
+			return
+		}
 		r, err = s.cancelQueued(ctx, r.UserID, r.ID)
 		if err != nil {
 			fail(c, err)
@@ -273,6 +282,9 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 		r, err := s.adminRequest(c, ctx)
 		if err != nil {
 			fail(c, err)
+			return
+		}
+		if s.signalRateLimited(c, r.UserID) {
 			return
 		}
 		// Already queued: either it waits in its session (nothing to do:

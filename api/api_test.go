@@ -26,6 +26,7 @@ type fakeSessions struct {
 	mu        sync.Mutex
 	submitErr error
 	pingErr   error
+	steerErr  error // answered by Close, Cancel, Pause, Resume and SetPolicy
 	submitted []models.QueuedRequest
 }
 
@@ -63,13 +64,13 @@ func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionSt
 	st.QueueLength = len(st.Queue)
 	return st, nil
 }
-func (f *fakeSessions) Close(context.Context, string, int64) error   { return nil }
-func (f *fakeSessions) Cancel(context.Context, string, string) error { return nil }
+func (f *fakeSessions) Close(context.Context, string, int64) error   { return f.steerErr }
+func (f *fakeSessions) Cancel(context.Context, string, string) error { return f.steerErr }
 func (f *fakeSessions) Ping(context.Context) error                   { return f.pingErr }
-func (f *fakeSessions) Pause(context.Context, string) error          { return nil }
-func (f *fakeSessions) Resume(context.Context, string) error         { return nil }
+func (f *fakeSessions) Pause(context.Context, string) error          { return f.steerErr }
+func (f *fakeSessions) Resume(context.Context, string) error         { return f.steerErr }
 func (f *fakeSessions) SetPolicy(context.Context, string, models.FailurePolicy) error {
-	return nil
+	return f.steerErr
 }
 func (f *fakeSessions) Requeue(ctx context.Context, userID string, reqs []models.QueuedRequest) error {
 	return f.Submit(ctx, userID, reqs)

@@ -3,9 +3,16 @@ package api
 import (
 	"errors"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/turnstile/turnstile/starter"
 )
+
+// sessionBusyRetryAfter is the Retry-After of a session_busy answer.
+const sessionBusyRetryAfter = 5 * time.Second
 
 // apiError is an error with its HTTP status and machine-readable code. Every
 // error answer has the body {"error":{"code","message"}}.
@@ -33,7 +40,13 @@ var errInternal = apiError{http.StatusInternalServerError, "internal", "internal
 // backend failed; the request was not accepted).
 func fail(c *gin.Context, err error) {
 	var ae apiError
-	if !errors.As(err, &ae) {
+	if errors.Is(err, starter.ErrSessionBusy) {
+		// Nothing was signalled; the session takes signals again once its
+		// current request is done and it has continued as new.
+		c.Header("Retry-After", strconv.Itoa(int(sessionBusyRetryAfter.Seconds())))
+		ae = apiError{http.StatusTooManyRequests, "session_busy",
+			"this session has taken too many signals while its current request runs; nothing was changed, retry after it"}
+	} else if !errors.As(err, &ae) {
 		_ = c.Error(err) // the access log reports it
 		ae = errUnavailable
 	}

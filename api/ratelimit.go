@@ -247,3 +247,15 @@ func (s *server) submitRateLimited(c *gin.Context) bool {
 	tooMany(c, "rate_limited", "you are submitting faster than the allowed rate; slow down", wait)
 	return true
 }
+
+// signalRateLimited spends one of userID's signal tokens (cancel, close and
+// the operator's steering of that user); when there is none it answers 429
+// and reports true.
+func (s *server) signalRateLimited(c *gin.Context, userID string) bool {
+	ok, wait := s.signalLimit.take(userID, s.cfg.Now())
+	if ok {
+		return false
+	}
+	tooMany(c, "rate_limited", "too many cancel, close or steering calls for this session; slow down", wait)
+	return true
+}

@@ -392,6 +392,9 @@ func decodeCursor(cur string) (string, error) {
 
 func (s *server) handleCancelRequest() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if s.signalRateLimited(c, currentUser(c).ID) {
+			return
+		}
 		ctx, cancel := backendCtx(c)
 		defer cancel()
 		r, err := s.cancelQueued(ctx, currentUser(c).ID, c.Param("id"))
@@ -419,7 +422,9 @@ func (s *server) cancelQueued(ctx context.Context, userID, id string) (*models.R
 	// MongoDB now says cancelled, which the session checks before it starts
 	// a request; the signal only tidies its queue.
 	if err := s.sessions.Cancel(ctx, userID, r.ID); err != nil {
-		s.log.Warn("cancel signal failed; the session will skip the request when it reaches it",
+		// Also when the session is busy (ErrSessionBusy): the cancel
+		// stands all the same.
+		s.log.Warn("cancel signal not sent; the session will skip the request when it reaches it",
 			"request_id", r.ID, "user_id", userID, "error", err)
 	}
 	return r, nil

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/starter"
 )
 
 // clock is a settable Config.Now.
@@ -543,5 +544,92 @@ func TestBodyWithInvalidUTF8OrDuplicateKeysIsRefused(t *testing.T) {
 	// The same key in sibling objects, and valid UTF-8, are fine.
 	if w := f.do("POST", "/v1/requests", `{"type":"echo","payload":[{"a":1},{"a":2,"é":"ü"}]}`); w.Code != http.StatusAccepted {
 		t.Fatalf("valid body: %d %s", w.Code, w.Body)
+	}
+}
+
+// Every route that signals a session besides submission spends the steered
+// user's signal tokens (each signal costs the session's history events):
+// the user's cancel and close, and an operator's steering of that user.
+func TestSignallingRoutesAreRateLimitedPerSteeredUser(t *testing.T) {
+	clk := newClock()
+	f := newFixtureWith(t, func(c *Config) {
+		c.Now = clk.Now
+		c.SignalBurst, c.SignalRate = 2, 0.5
+	})
+	admin := &models.User{Email: "admin@example.com", PasswordHash: "x", Role: models.RoleAdmin}
+	if err := f.st.Users.Create(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	adminTok, _, err := f.tokens.Issue(admin.ID, models.RoleAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asAdmin := []string{"Authorization", "Bearer " + adminTok}
+	w := f.do("POST", "/v1/requests", `{"type":"echo"}`)
+	if w.Code != 202 {
+		t.Fatalf("submit: %d %s", w.Code, w.Body)
+	}
+	var r struct{ ID string }
+	if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if w := f.do("DELETE", "/v1/session", ""); w.Code != 202 {
+			t.Fatalf("close %d within the burst: %d %s", i, w.Code, w.Body)
+		}
+	}
+	refused := map[string][]string{
+		"DELETE /v1/session":                              {},
+		"DELETE /v1/requests/" + r.ID:                     {},
+		"POST /v1/admin/sessions/" + f.userID + "/pause":  asAdmin,
+		"POST /v1/admin/sessions/" + f.userID + "/resume": asAdmin,
+		"POST /v1/admin/sessions/" + f.userID + "/close":  asAdmin,
+		"PUT /v1/admin/sessions/" + f.userID + "/policy":  asAdmin,
+		"POST /v1/admin/requests/" + r.ID + "/cancel":     asAdmin,
+		"POST /v1/admin/requests/" + r.ID + "/requeue":    asAdmin,
+	}
+	for route, headers := range refused {
+		method, path, _ := strings.Cut(route, " ")
+		w := f.do(method, path, `{"policy":"pause"}`, headers...)
+		if w.Code != 429 || errCode(t, w) != "rate_limited" || w.Header().Get("Retry-After") != "2" {
+			t.Errorf("%s past the user's signal burst: %d Retry-After=%q %s", route, w.Code, w.Header().Get("Retry-After"), w.Body)
+		}
+	}
+	if got := f.stored(); len(got) != 1 || got[0].Status != models.StatusQueued {
+		t.Fatalf("after refused calls: %+v, want the one request still queued", got)
+	}
+	// The admin's own session is another user's bucket.
+	if w := f.do("DELETE", "/v1/session", "", asAdmin...); w.Code != 202 {
+		t.Fatalf("the admin closing their own session: %d %s", w.Code, w.Body)
+	}
+	clk.advance(2 * time.Second)
+	if w := f.do("DELETE", "/v1/requests/"+r.ID, ""); w.Code != 200 {
+		t.Fatalf("cancel after the refill: %d %s", w.Code, w.Body)
+	}
+}
+
+// A steering signal that the session's history budget holds back
+// (starter.ErrSessionBusy) is a clear 429 with Retry-After, not a 503; a
+// cancel stands all the same, since MongoDB is what the session checks.
+func TestSessionAtItsHistoryBudgetAnswers429(t *testing.T) {
+	f := newFixture(t)
+	f.sessions.steerErr = fmt.Errorf("signal close: %w", starter.ErrSessionBusy)
+	w := f.do("DELETE", "/v1/session", "")
+	if w.Code != 429 || errCode(t, w) != "session_busy" || w.Header().Get("Retry-After") != "5" {
+		t.Fatalf("close of a busy session: %d Retry-After=%q %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	w = f.do("POST", "/v1/requests", `{"type":"echo"}`)
+	if w.Code != 202 {
+		t.Fatalf("submit to a busy session: %d %s", w.Code, w.Body)
+	}
+	var r struct{ ID string }
+	if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if w := f.do("DELETE", "/v1/requests/"+r.ID, ""); w.Code != 200 {
+		t.Fatalf("cancel with a busy session: %d %s", w.Code, w.Body)
+	}
+	if got := f.stored(); len(got) != 1 || got[0].Status != models.StatusCancelled {
+		t.Fatalf("after the cancel: %+v", got)
 	}
 }

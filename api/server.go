@@ -76,6 +76,13 @@ type Config struct {
 	// SubmitRate per second (429 with Retry-After beyond).
 	SubmitRate  float64
 	SubmitBurst int
+	// SignalRate and SignalBurst are each user's token bucket for the
+	// calls that signal their session besides submissions: cancel, close,
+	// and the operator routes that steer them (keyed by the user steered).
+	// Every signal costs the session's history events; see
+	// docs/architecture.md, "What bounds a session's history".
+	SignalRate  float64
+	SignalBurst int
 	// AuthRate and AuthBurst are each client network's token bucket for
 	// register, login and refresh: AuthBurst at once, then AuthRate per
 	// minute. A client network is an IPv4 address or an IPv6 /64.
@@ -118,6 +125,8 @@ const (
 	DefaultMaxPageSize           = maxPageSize
 	DefaultSubmitRate            = 50
 	DefaultSubmitBurst           = 100
+	DefaultSignalRate            = 5
+	DefaultSignalBurst           = 20
 	DefaultAuthRate              = 60
 	DefaultAuthBurst             = 120
 	DefaultLoginLockoutThreshold = 5
@@ -158,6 +167,12 @@ func (c Config) withDefaults() Config {
 	if c.SubmitBurst <= 0 {
 		c.SubmitBurst = DefaultSubmitBurst
 	}
+	if c.SignalRate <= 0 {
+		c.SignalRate = DefaultSignalRate
+	}
+	if c.SignalBurst <= 0 {
+		c.SignalBurst = DefaultSignalBurst
+	}
 	if c.AuthRate <= 0 {
 		c.AuthRate = DefaultAuthRate
 	}
@@ -191,6 +206,7 @@ type server struct {
 	log      *slog.Logger
 
 	submitLimit *buckets  // per user
+	signalLimit *buckets  // per user steered
 	authLimit   *buckets  // per client network
 	logins      *lockouts // per account and client network
 	inbox       *inbox.Inbox
@@ -214,6 +230,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 	s := &server{
 		cfg: cfg, store: st, sessions: sessions, log: cfg.Logger,
 		submitLimit: newBuckets(cfg.SubmitRate, cfg.SubmitBurst),
+		signalLimit: newBuckets(cfg.SignalRate, cfg.SignalBurst),
 		authLimit:   newBuckets(cfg.AuthRate/60, cfg.AuthBurst),
 		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
 		inbox:       cfg.Inbox,

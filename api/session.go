@@ -27,6 +27,9 @@ func (s *server) handleGetSession() gin.HandlerFunc {
 func (s *server) handleCloseSession() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		u := currentUser(c)
+		if s.signalRateLimited(c, u.ID) {
+			return
+		}
 		ctx, cancel := backendCtx(c)
 		defer cancel()
 		if err := s.closeSession(ctx, u.ID); err != nil {

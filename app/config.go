@@ -19,6 +19,7 @@ import (
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/inbox"
+	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
 	"github.com/turnstile/turnstile/workflows"
 )
@@ -69,6 +70,12 @@ type Config struct {
 	MaxPageSize     int // TURNSTILE_MAX_PAGE_SIZE, default 100 (at most store.MaxListLimit)
 	SubmitRate      int // TURNSTILE_SUBMIT_RATE, default 50 submission calls per second per user
 	SubmitBurst     int // TURNSTILE_SUBMIT_BURST, default 100 calls at once per user
+	SignalRate      int // TURNSTILE_SIGNAL_RATE, default 5 cancel/close/steering calls per second per user
+	SignalBurst     int // TURNSTILE_SIGNAL_BURST, default 20 such calls at once per user
+	// HistoryBudget is the session run history length (events) at which
+	// cancel, close and steering signals wait for the run to continue as
+	// new (TURNSTILE_SESSION_HISTORY_BUDGET, default 8000, 100 to 20000).
+	HistoryBudget int
 	// BenchModes lets submissions ask for the naive execution path
 	// (Turnstile-Execution: naive), so make bench can show the ratio on one
 	// running system (TURNSTILE_BENCH_MODES=on|off; on in development, off
@@ -205,6 +212,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		MaxPageSize:       num("TURNSTILE_MAX_PAGE_SIZE", api.DefaultMaxPageSize),
 		SubmitRate:        num("TURNSTILE_SUBMIT_RATE", api.DefaultSubmitRate),
 		SubmitBurst:       num("TURNSTILE_SUBMIT_BURST", api.DefaultSubmitBurst),
+		SignalRate:        num("TURNSTILE_SIGNAL_RATE", api.DefaultSignalRate),
+		SignalBurst:       num("TURNSTILE_SIGNAL_BURST", api.DefaultSignalBurst),
+		HistoryBudget:     num("TURNSTILE_SESSION_HISTORY_BUDGET", starter.DefaultHistoryBudget),
 		AuthRate:          num("TURNSTILE_AUTH_RATE", authDefault(getenv, api.DefaultAuthRate, DevAuthRate)),
 		AuthBurst:         num("TURNSTILE_AUTH_BURST", authDefault(getenv, api.DefaultAuthBurst, DevAuthBurst)),
 
@@ -273,6 +283,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	if c.MaxQueue < 1 || c.MaxQueue > MaxQueueLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_QUEUE=%d: want 1 to %d (a session carries every waiting request across continue-as-new, within Temporal's 2 MB input limit)", c.MaxQueue, MaxQueueLimit))
 	}
+	if c.HistoryBudget < 100 || c.HistoryBudget > MaxHistoryBudget {
+		errs = append(errs, fmt.Errorf("TURNSTILE_SESSION_HISTORY_BUDGET=%d: want 100 to %d (Temporal ends a run at 51,200 events; deliveries may add up to 5 events per queued request past the budget)", c.HistoryBudget, MaxHistoryBudget))
+	}
 	if c.MaxPageSize > store.MaxListLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_PAGE_SIZE=%d: at most %d", c.MaxPageSize, store.MaxListLimit))
 	}
@@ -290,6 +303,12 @@ func FromEnv(getenv func(string) string) (Config, error) {
 // each (a 64-character type): 5,000 is ~1 MB, half of Temporal's 2 MB
 // payload limit, leaving room for the rest of the input.
 const MaxQueueLimit = 5000
+
+// MaxHistoryBudget bounds TURNSTILE_SESSION_HISTORY_BUDGET: past the budget
+// only deliveries reach a run, at most MaxQueueLimit of them at up to 5
+// events each while one request holds the run open, so budget + 25,000
+// stays under Temporal's 51,200-event limit with room to spare.
+const MaxHistoryBudget = 20000
 
 // Validate refuses settings that are unsafe where they would run. In
 // production the JWT key must be set and at least auth.MinKeyLen bytes.

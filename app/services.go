@@ -128,6 +128,7 @@ func Registry(cfg Config) *activities.Registry {
 // /metrics reports the open sessions too.
 func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, error) {
 	sessions := starter.New(b.Temporal, cfg.Session)
+	sessions.HistoryBudget = int64(cfg.HistoryBudget)
 	metrics.CountSessionsWith(func(ctx context.Context) (int64, error) {
 		return sessions.CountSessions(ctx, starter.SessionFilter{State: "open"})
 	})
@@ -147,6 +148,8 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		MaxPageSize:           cfg.MaxPageSize,
 		SubmitRate:            float64(cfg.SubmitRate),
 		SubmitBurst:           cfg.SubmitBurst,
+		SignalRate:            float64(cfg.SignalRate),
+		SignalBurst:           cfg.SignalBurst,
 		AuthRate:              float64(cfg.AuthRate),
 		AuthBurst:             cfg.AuthBurst,
 		LoginLockoutThreshold: cfg.LoginLockoutThreshold,

@@ -22,7 +22,24 @@ type Starter struct {
 	TaskQueue string
 	// Config is given to every session run the Starter opens.
 	Config workflows.Config
+	// HistoryBudget is the history length (events) at which a session run
+	// stops taking the signals that only steer it (close, cancel, pause,
+	// resume, policy): they answer ErrSessionBusy until the run continues
+	// as new. 0 means DefaultHistoryBudget; deliveries are not held back
+	// (they are bounded by the queue cap). See docs/architecture.md, "What
+	// bounds a session's history".
+	HistoryBudget int64
 }
+
+// DefaultHistoryBudget is below Temporal's 10,240-event warning and far
+// below its 51,200-event limit, above the ~4,096 events at which a session
+// continues as new between requests: only a run held open by a long request
+// while it is flooded with signals reaches it.
+const DefaultHistoryBudget = 8000
+
+// ErrSessionBusy is returned for a steering signal to a session run whose
+// history has reached the budget; retry once its request is done.
+var ErrSessionBusy = errors.New("session history at its budget; retry after its current request")
 
 // New returns a Starter on the default task queue.
 func New(c client.Client, cfg workflows.Config) *Starter {
@@ -96,10 +113,30 @@ func (s *Starter) State(ctx context.Context, userID string) (models.SessionState
 // ErrNoSession is returned when steering a user whose session is not running.
 var ErrNoSession = errors.New("no running session")
 
-// signal sends a signal to the user's running session.
+// signal sends a signal to the user's running session, unless the run's
+// history has reached the budget (ErrSessionBusy).
 func (s *Starter) signal(ctx context.Context, userID, name string, arg any) error {
-	err := s.Client.SignalWorkflow(ctx, models.SessionWorkflowID(userID), "", name, arg)
+	id := models.SessionWorkflowID(userID)
 	var notFound *serviceerror.NotFound
+	desc, err := s.Client.DescribeWorkflowExecution(ctx, id, "")
+	if errors.As(err, &notFound) {
+		return fmt.Errorf("signal %s to session of %s: %w", name, userID, ErrNoSession)
+	}
+	if err != nil {
+		return fmt.Errorf("describe session of %s: %w", userID, err)
+	}
+	info := desc.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return fmt.Errorf("signal %s to session of %s: %w", name, userID, ErrNoSession)
+	}
+	budget := s.HistoryBudget
+	if budget <= 0 {
+		budget = DefaultHistoryBudget
+	}
+	if n := info.GetHistoryLength(); n >= budget {
+		return fmt.Errorf("signal %s to session of %s (%d events, budget %d): %w", name, userID, n, budget, ErrSessionBusy)
+	}
+	err = s.Client.SignalWorkflow(ctx, id, "", name, arg)
 	if errors.As(err, &notFound) {
 		return fmt.Errorf("signal %s to session of %s: %w", name, userID, ErrNoSession)
 	}
