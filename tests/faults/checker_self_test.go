@@ -87,6 +87,10 @@ func TestChecker_CatchesEachViolation(t *testing.T) {
 		{"wrong outcome", func(f *fixture) {
 			f.records[fixtureUser][0].Status = "failed"
 		}, func(r *report) int { return r.WrongOutcomes }},
+		{"cancelled ran", func(f *fixture) {
+			f.records[fixtureUser][3].Status = "cancelled"
+			f.ops[3].Expect = ""
+		}, func(r *report) int { return r.CancelledRan }},
 		{"not drained", func(f *fixture) {
 			f.records[fixtureUser] = append(f.records[fixtureUser], requestView{ID: "stray", Status: "running"})
 		}, func(r *report) int { return r.NotDrained }},

@@ -24,6 +24,8 @@ import (
 //   phantoms           effects of ops every submission of which was refused
 //   wrong outcomes     final status other than the op expected
 //   not drained        requests not final when the scenario ended
+//   cancelled ran      a request recorded cancelled that executed at the
+//                      sink (a cancel and a start that both won)
 //
 // A request's execution at the sink is the interval from its first call to
 // the end of its effect (or of its last failed call, if it never succeeded).
@@ -41,7 +43,7 @@ type report struct {
 	Redeliveries, LateRedeliveries  int
 
 	Lost, DupEffects, DupRequests, Inversions, Overlaps int
-	Phantoms, WrongOutcomes, NotDrained                 int
+	Phantoms, WrongOutcomes, NotDrained, CancelledRan   int
 
 	Latency latencyStats
 
@@ -84,7 +86,7 @@ func (r *report) add(category string, count *int, format string, a ...any) {
 // ok reports whether every invariant held.
 func (r *report) ok() bool {
 	return r.Lost == 0 && r.DupEffects == 0 && r.DupRequests == 0 && r.Inversions == 0 &&
-		r.Overlaps == 0 && r.Phantoms == 0 && r.WrongOutcomes == 0 && r.NotDrained == 0
+		r.Overlaps == 0 && r.Phantoms == 0 && r.WrongOutcomes == 0 && r.NotDrained == 0 && r.CancelledRan == 0
 }
 
 func (r *report) String() string {
@@ -100,7 +102,7 @@ func (r *report) String() string {
 		r.Effects, r.FailedCalls, r.Redeliveries, r.LateRedeliveries)
 	fmt.Fprintf(&b, "  lost %d | duplicated effects %d | duplicate requests %d | inversions %d | overlaps %d\n",
 		r.Lost, r.DupEffects, r.DupRequests, r.Inversions, r.Overlaps)
-	fmt.Fprintf(&b, "  phantoms %d | wrong outcomes %d | not drained %d\n", r.Phantoms, r.WrongOutcomes, r.NotDrained)
+	fmt.Fprintf(&b, "  phantoms %d | wrong outcomes %d | not drained %d | cancelled ran %d\n", r.Phantoms, r.WrongOutcomes, r.NotDrained, r.CancelledRan)
 	fmt.Fprintf(&b, "  latency enqueue→finish: %s\n", r.Latency)
 	cats := make([]string, 0, len(r.examples))
 	for c := range r.examples {
@@ -203,6 +205,10 @@ func check(scenario string, ops []*op, calls []sinkCall, records map[string][]re
 			}
 			if !isFinal(v.Status) {
 				r.add("not drained", &r.NotDrained, "request %s (op %q) is %s", v.ID, v.op(), v.Status)
+			}
+			if e := firstExecByKey[v.ID]; v.Status == "cancelled" && e != nil {
+				r.add("cancelled ran", &r.CancelledRan, "request %s (op %q) is cancelled but executed at the sink at %s",
+					v.ID, v.op(), e.start.Format("15:04:05.000"))
 			}
 		}
 	}

@@ -59,12 +59,13 @@ type sink struct {
 	mu       sync.Mutex
 	calls    []sinkCall
 	keys     map[string]*keyState
-	poisoned map[string]bool // op → answer 500
-	inFlight int             // calls executing now (not redeliveries)
+	poisoned map[string]bool   // op → answer 500
+	hooks    map[string]func() // op → run once its effect is logged
+	inFlight int               // calls executing now (not redeliveries)
 }
 
 func newSink() *sink {
-	s := &sink{keys: map[string]*keyState{}, poisoned: map[string]bool{}}
+	s := &sink{keys: map[string]*keyState{}, poisoned: map[string]bool{}, hooks: map[string]func(){}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -80,6 +81,11 @@ func (s *sink) url() string { return s.srv.URL + "/effect" }
 // poison makes every call for op answer 500 until heal(op).
 func (s *sink) poison(op string) { s.mu.Lock(); s.poisoned[op] = true; s.mu.Unlock() }
 func (s *sink) heal(op string)   { s.mu.Lock(); delete(s.poisoned, op); s.mu.Unlock() }
+
+// afterEffect runs f in a goroutine of its own once op's effect is logged,
+// just before the sink answers: a scenario times an action to the moment
+// the worker moves on to the next request.
+func (s *sink) afterEffect(op string, f func()) { s.mu.Lock(); s.hooks[op] = f; s.mu.Unlock() }
 
 func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
 	// Read the whole body before anything counts: a caller frozen halfway
@@ -132,6 +138,13 @@ func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
 	ks.answer = fmt.Appendf(nil, `{"op":%q,"key":%q}`, b.Op, key)
 	ks.done = true
 	s.log(sinkCall{Key: key, User: b.User, Op: b.Op, Start: start, End: time.Now(), Outcome: outcomeEffect})
+	s.mu.Lock()
+	hook := s.hooks[b.Op]
+	delete(s.hooks, b.Op)
+	s.mu.Unlock()
+	if hook != nil {
+		go hook()
+	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(ks.answer)
 }
