@@ -21,6 +21,7 @@ import (
 	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
+	"github.com/turnstile/turnstile/worker"
 	"github.com/turnstile/turnstile/workflows"
 )
 
@@ -101,6 +102,10 @@ type Config struct {
 	// of the task queue (TURNSTILE_WORKFLOW_POLLERS, TURNSTILE_ACTIVITY_POLLERS,
 	// default 2 each, the SDK's). See docs/performance.md for why 2 is kept.
 	WorkflowPollers, ActivityPollers int
+	// WorkerStopTimeout is how long a stopping worker lets its running
+	// requests finish before it cancels them (TURNSTILE_WORKER_STOP_TIMEOUT,
+	// default 30s).
+	WorkerStopTimeout time.Duration
 	// MetricsAddr is where a worker serves /metrics
 	// (TURNSTILE_METRICS_ADDR, default 127.0.0.1:9464; "off" disables). The
 	// API serves /metrics on its own address.
@@ -222,15 +227,16 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		LoginLockoutBase:      dur("TURNSTILE_LOGIN_LOCKOUT_BASE", api.DefaultLoginLockoutBase),
 		LoginLockoutMax:       dur("TURNSTILE_LOGIN_LOCKOUT_MAX", api.DefaultLoginLockoutMax),
 
-		DataDir:         get("TURNSTILE_DATA_DIR", ".data"),
-		FaultPoint:      get("TURNSTILE_FAULT_POINT", ""),
-		MetricsAddr:     get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
-		WorkflowPollers: num("TURNSTILE_WORKFLOW_POLLERS", 2),
-		ActivityPollers: num("TURNSTILE_ACTIVITY_POLLERS", 2),
-		StartupTimeout:  dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
-		DeliveryLinger:  dur("TURNSTILE_DELIVERY_LINGER", inbox.DefaultLinger),
-		DeliveryMaxHold: dur("TURNSTILE_DELIVERY_MAX_HOLD", inbox.DefaultMaxHold),
-		RelayEvery:      dur("TURNSTILE_RELAY_EVERY", inbox.DefaultRelayEvery),
+		DataDir:           get("TURNSTILE_DATA_DIR", ".data"),
+		FaultPoint:        get("TURNSTILE_FAULT_POINT", ""),
+		MetricsAddr:       get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
+		WorkflowPollers:   num("TURNSTILE_WORKFLOW_POLLERS", 2),
+		WorkerStopTimeout: dur("TURNSTILE_WORKER_STOP_TIMEOUT", worker.DefaultStopTimeout),
+		ActivityPollers:   num("TURNSTILE_ACTIVITY_POLLERS", 2),
+		StartupTimeout:    dur("TURNSTILE_STARTUP_TIMEOUT", time.Minute),
+		DeliveryLinger:    dur("TURNSTILE_DELIVERY_LINGER", inbox.DefaultLinger),
+		DeliveryMaxHold:   dur("TURNSTILE_DELIVERY_MAX_HOLD", inbox.DefaultMaxHold),
+		RelayEvery:        dur("TURNSTILE_RELAY_EVERY", inbox.DefaultRelayEvery),
 		Session: workflows.Config{
 			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
 			MaxAttempts:      int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),

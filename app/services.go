@@ -250,6 +250,7 @@ func NewWorker(cfg Config, b *Backends, log *slog.Logger) sdkworker.Worker {
 		Options: sdkworker.Options{
 			MaxConcurrentWorkflowTaskPollers: cfg.WorkflowPollers,
 			MaxConcurrentActivityTaskPollers: cfg.ActivityPollers,
+			WorkerStopTimeout:                cfg.WorkerStopTimeout,
 		},
 	})
 }

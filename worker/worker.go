@@ -30,12 +30,27 @@ type Config struct {
 	TaskQueue string
 }
 
+// DefaultStopTimeout is how long Stop waits for the requests a worker is
+// running to finish (and be reported) before it cancels them, when
+// Options.WorkerStopTimeout is not set. A cancelled request burns an attempt
+// and runs again on another worker after its heartbeat timeout; requests
+// longer than this still do, on every stop.
+const DefaultStopTimeout = 30 * time.Second
+
 // New returns a worker on the session task queue with the session workflow
-// and its activities registered. Start it with Run or Start.
+// and its activities registered. Start it with Run or Start; Stop drains
+// in-flight requests for up to Options.WorkerStopTimeout (DefaultStopTimeout
+// when 0; negative: no wait).
 func New(c client.Client, cfg Config) sdkworker.Worker {
 	queue := cfg.TaskQueue
 	if queue == "" {
 		queue = models.TaskQueue
+	}
+	switch {
+	case cfg.Options.WorkerStopTimeout == 0:
+		cfg.Options.WorkerStopTimeout = DefaultStopTimeout
+	case cfg.Options.WorkerStopTimeout < 0:
+		cfg.Options.WorkerStopTimeout = 0
 	}
 	w := sdkworker.New(c, queue, cfg.Options)
 	RegisterWorkflows(w)
