@@ -64,6 +64,9 @@ type Inbox interface {
 	// Pending returns userID's entries still to run after sequence number
 	// after (0: from the user's low mark), in order, at most limit.
 	Pending(ctx context.Context, userID string, after int64, limit int) (models.Delivery, error)
+	// Steering returns an operator's pause and failure policy of userID's
+	// session ("" policy: never set).
+	Steering(ctx context.Context, userID string) (paused bool, policy models.FailurePolicy, err error)
 	// Handled records that userID's session has handled every entry
 	// before low.
 	Handled(ctx context.Context, userID string, low int64) error
@@ -82,6 +85,10 @@ type PendingInput struct {
 type PendingResult struct {
 	Entries []models.QueuedRequest `json:"entries"`
 	Through int64                  `json:"through"`
+	// Paused and Policy are the operator's steering of the session, read
+	// for a fresh run (After 0) only.
+	Paused bool                 `json:"paused,omitempty"`
+	Policy models.FailurePolicy `json:"policy,omitempty"`
 }
 
 // maxPending bounds the entries one Pending call returns (about 100 bytes
@@ -97,7 +104,13 @@ func (a *Activities) Pending(ctx context.Context, in PendingInput) (PendingResul
 	if err != nil {
 		return PendingResult{}, fmt.Errorf("read inbox of %s: %w", in.UserID, err)
 	}
-	return PendingResult{Entries: d.Entries, Through: d.Through}, nil
+	res := PendingResult{Entries: d.Entries, Through: d.Through}
+	if in.After <= 0 {
+		if res.Paused, res.Policy, err = a.Inbox.Steering(ctx, in.UserID); err != nil {
+			return PendingResult{}, fmt.Errorf("read steering of %s: %w", in.UserID, err)
+		}
+	}
+	return res, nil
 }
 
 // handled advances userID's low mark past entry seq; best effort (the mark

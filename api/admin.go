@@ -68,11 +68,40 @@ type adminSession struct {
 }
 
 func (s *server) sessionOf(ctx context.Context, u *models.User) (adminSession, error) {
-	st, err := s.sessions.State(ctx, u.ID)
+	st, err := s.sessionState(ctx, u.ID)
 	if err != nil {
-		return adminSession{}, fmt.Errorf("session state: %w", err)
+		return adminSession{}, err
 	}
 	return adminSession{SessionState: st, Email: u.Email}, nil
+}
+
+// sessionState is the user's session as it runs, or, with none running,
+// closed with the steering its next run will start from.
+func (s *server) sessionState(ctx context.Context, userID string) (models.SessionState, error) {
+	st, err := s.sessions.State(ctx, userID)
+	if err != nil {
+		return models.SessionState{}, fmt.Errorf("session state: %w", err)
+	}
+	if st.State == models.SessionClosed {
+		q, err := s.store.Queues.Get(ctx, userID)
+		if err != nil {
+			return models.SessionState{}, fmt.Errorf("session steering: %w", err)
+		}
+		st.Paused = q.Paused
+		if q.Policy.Valid() {
+			st.Policy = q.Policy
+		}
+	}
+	return st, nil
+}
+
+// storedForNextRun: a pause, resume or policy for a user with no running
+// session is stored (the caller did it) and applies to their next run.
+func storedForNextRun(err error) error {
+	if errors.Is(err, starter.ErrNoSession) {
+		return nil
+	}
+	return err
 }
 
 func (s *server) handleAdminListSessions() gin.HandlerFunc {
@@ -160,10 +189,17 @@ func (s *server) handleAdminSteer(action steer) gin.HandlerFunc {
 			return
 		}
 		switch action {
-		case steerPause:
-			err = s.sessions.Pause(ctx, u.ID)
-		case steerResume:
-			err = s.sessions.Resume(ctx, u.ID)
+		case steerPause, steerResume:
+			// Stored first, so the user's next run starts with it whatever
+			// happens to this one; then signalled to the running one.
+			if err = s.store.Queues.SetPaused(ctx, u.ID, action == steerPause, s.now()); err != nil {
+				break
+			}
+			if action == steerPause {
+				err = storedForNextRun(s.sessions.Pause(ctx, u.ID))
+			} else {
+				err = storedForNextRun(s.sessions.Resume(ctx, u.ID))
+			}
 		case steerClose:
 			err = s.closeSession(ctx, u.ID)
 		}
@@ -215,7 +251,11 @@ func (s *server) handleAdminSetPolicy() gin.HandlerFunc {
 		if s.signalRateLimited(c, u.ID) {
 			return
 		}
-		s.answerSteer(c, ctx, u, s.sessions.SetPolicy(ctx, u.ID, in.Policy))
+		if err := s.store.Queues.SetPolicy(ctx, u.ID, in.Policy, s.now()); err != nil {
+			fail(c, fmt.Errorf("store policy: %w", err))
+			return
+		}
+		s.answerSteer(c, ctx, u, storedForNextRun(s.sessions.SetPolicy(ctx, u.ID, in.Policy)))
 	}
 }
 

@@ -15,9 +15,9 @@ func (s *server) handleGetSession() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		st, err := s.sessions.State(ctx, currentUser(c).ID)
+		st, err := s.sessionState(ctx, currentUser(c).ID)
 		if err != nil {
-			fail(c, fmt.Errorf("session state: %w", err))
+			fail(c, err)
 			return
 		}
 		c.JSON(http.StatusOK, st)
@@ -36,9 +36,9 @@ func (s *server) handleCloseSession() gin.HandlerFunc {
 			fail(c, fmt.Errorf("close session: %w", err))
 			return
 		}
-		st, err := s.sessions.State(ctx, u.ID)
+		st, err := s.sessionState(ctx, u.ID)
 		if err != nil {
-			fail(c, fmt.Errorf("session state: %w", err))
+			fail(c, err)
 			return
 		}
 		c.JSON(http.StatusAccepted, st)

@@ -74,6 +74,11 @@ type Queue struct {
 	// Started: every entry before it has been started by a session.
 	Started   int64     `bson:"started"`
 	UpdatedAt time.Time `bson:"updated_at"`
+	// Paused and Policy are an operator's steering of the user's session,
+	// kept here so that a run that ends (idle, closed, terminated) does
+	// not take them with it: a fresh run starts from them.
+	Paused bool                 `bson:"paused,omitempty"`
+	Policy models.FailurePolicy `bson:"policy,omitempty"`
 }
 
 // next is the first entry that may still be waiting.
@@ -116,6 +121,27 @@ func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now t
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return wrap("raise queue "+field, err)
+	}
+	return nil
+}
+
+// SetPaused records an operator's pause (true) or resume of userID's
+// session.
+func (q *Queues) SetPaused(ctx context.Context, userID string, paused bool, now time.Time) error {
+	return q.set(ctx, "set paused", userID, bson.E{Key: "paused", Value: paused}, now)
+}
+
+// SetPolicy records an operator's failure policy for userID's session.
+func (q *Queues) SetPolicy(ctx context.Context, userID string, p models.FailurePolicy, now time.Time) error {
+	return q.set(ctx, "set policy", userID, bson.E{Key: "policy", Value: p}, now)
+}
+
+func (q *Queues) set(ctx context.Context, op, userID string, field bson.E, now time.Time) error {
+	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
+		bson.D{{Key: "$set", Value: bson.D{field, {Key: "updated_at", Value: now}}}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return wrap(op, err)
 	}
 	return nil
 }

@@ -146,6 +146,15 @@ func (i Inbox) Pending(ctx context.Context, userID string, after int64, limit in
 	return page.Delivery(after), nil
 }
 
+// Steering implements activities.Inbox.
+func (i Inbox) Steering(ctx context.Context, userID string) (bool, models.FailurePolicy, error) {
+	q, err := i.Queues.Get(ctx, userID)
+	if err != nil {
+		return false, "", err
+	}
+	return q.Paused, q.Policy, nil
+}
+
 // Started implements activities.Inbox.
 func (i Inbox) Started(ctx context.Context, userID string, next int64) error {
 	return i.Queues.Started(ctx, userID, next, time.Now().UTC())

@@ -18,6 +18,9 @@ type fakeInbox struct {
 	ids   []string
 	low   int64
 	reads []int64 // the after of every Pending call
+	// paused and policy are the stored steering Steering returns.
+	paused bool
+	policy models.FailurePolicy
 }
 
 func (f *fakeInbox) Pending(_ context.Context, userID string, after int64, limit int) (models.Delivery, error) {
@@ -45,6 +48,12 @@ func (f *fakeInbox) Handled(_ context.Context, _ string, low int64) error {
 }
 
 func (f *fakeInbox) Started(context.Context, string, int64) error { return nil }
+
+func (f *fakeInbox) Steering(context.Context, string) (bool, models.FailurePolicy, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.paused, f.policy, nil
+}
 
 func (f *fakeInbox) readsAfter() []int64 {
 	f.mu.Lock()

@@ -164,8 +164,12 @@ const (
 	// the request is dropped when its delivery comes instead of waiting in
 	// the queue until its turn skips it.
 	versionCancelAhead = workflow.Version(7)
+	// versionSteering: a fresh run starts paused and with the failure
+	// policy an operator set, as the store keeps them (they used to end
+	// with the run that had them).
+	versionSteering = workflow.Version(8)
 	// versionLatest is what new runs record.
-	versionLatest = versionCancelAhead
+	versionLatest = versionSteering
 )
 
 // outcome is what executing one request ended in.
@@ -199,6 +203,9 @@ type session struct {
 	// cancelAhead: sequence numbers (from the IDs) of requests cancelled
 	// before their delivery reached this run (versionCancelAhead).
 	cancelAhead map[int64]bool
+
+	// steered: a fresh run has taken the stored steering (versionSteering).
+	steered bool
 
 	// Search attribute values last written, to upsert only on change.
 	savedQueueLen int64
@@ -437,6 +444,15 @@ func (s *session) fetch(ctx workflow.Context, after int64) bool {
 	if err != nil {
 		workflow.GetLogger(ctx).Error("could not read the inbox", "error", err)
 		return false
+	}
+	if after == 0 && !s.in.Carried && !s.steered && s.version >= versionSteering {
+		// A fresh run's first read; signals handled after it are newer (an
+		// operator's setting is stored before it is signalled).
+		s.steered = true
+		s.paused = page.Paused
+		if page.Policy.Valid() {
+			s.policy = page.Policy
+		}
 	}
 	s.takeIn(page.Entries, page.Through)
 	return s.lastSeq >= s.wantSeq
