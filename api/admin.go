@@ -424,6 +424,17 @@ func (s *server) handleAdminSetDisabled(disabled bool) gin.HandlerFunc {
 				fail(c, fmt.Errorf("revoke tokens: %w", err))
 				return
 			}
+			// Their queue stops too: what they submitted waits, visible to
+			// operators, until one resumes it (enabling the account does
+			// not: an operator decides what of theirs runs).
+			if err := s.store.Queues.SetPaused(ctx, id, true, s.now()); err != nil {
+				fail(c, fmt.Errorf("pause the disabled user's queue: %w", err))
+				return
+			}
+			if err := storedForNextRun(s.sessions.Pause(ctx, id)); err != nil {
+				fail(c, fmt.Errorf("pause the disabled user's session (retry the disable): %w", err))
+				return
+			}
 		}
 		u, err := s.store.Users.ByID(ctx, id)
 		if err != nil {

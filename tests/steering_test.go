@@ -79,3 +79,43 @@ func TestAdmin_PauseAndPolicyOutliveTheSessionRun(t *testing.T) {
 	u.mustDo("DELETE", "/v1/session", nil, 202, nil)
 	replayRecorded(ctx, t, models.SessionWorkflowID(u.userID), 10, "TURNSTILE_RECORD_STEERING_HISTORY")
 }
+
+// TestAdmin_DisablingAUserPausesTheirQueue: a disabled user's waiting
+// requests stay queued (the running one finishes); enabling the account
+// does not run them, an operator's resume does.
+func TestAdmin_DisablingAUserPausesTheirQueue(t *testing.T) {
+	admin, u := newAdmin(t), newUser(t)
+	long := u.submit("sleep", map[string]int{"ms": 500})
+	waiting := u.submit("echo", "waits")
+	u.waitStatus(long.ID, "running")
+	admin.mustDo("POST", "/v1/admin/users/"+u.userID+"/disable", nil, 200, nil)
+	var r adminRequestView
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		admin.mustDo("GET", "/v1/admin/requests/"+long.ID, nil, 200, &r)
+		if r.Status == "succeeded" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the running request did not finish: %+v", r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	admin.mustDo("POST", "/v1/admin/users/"+u.userID+"/enable", nil, 200, nil)
+	time.Sleep(time.Second)
+	if admin.mustDo("GET", "/v1/admin/requests/"+waiting.ID, nil, 200, &r); r.Status != "queued" {
+		t.Fatalf("a disabled (then enabled) user's waiting request is %s, want queued", r.Status)
+	}
+	if st := admin.session(u.userID); !st.Paused {
+		t.Fatalf("the session of a user who was disabled: %+v, want paused", st.SessionState)
+	}
+	admin.mustDo("POST", "/v1/admin/sessions/"+u.userID+"/resume", nil, 200, nil)
+	if done := u.waitFinal(waiting.ID)[0]; done.Status != "succeeded" {
+		t.Fatalf("after resume: %+v", done)
+	}
+}
+
+type adminRequestView struct {
+	request
+	UserID string `json:"user_id"`
+}
