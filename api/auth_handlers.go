@@ -212,6 +212,12 @@ func (s *server) handleLogout() gin.HandlerFunc {
 		u := currentUser(c)
 		ctx, cancel := backendCtx(c)
 		defer cancel()
+		// Every session of the account ends: its refresh tokens, and its
+		// access tokens at once (authenticate compares their issue time).
+		if err := s.store.Users.RevokeAccessBefore(ctx, u.ID, s.now().UTC().Truncate(time.Millisecond)); err != nil {
+			fail(c, fmt.Errorf("revoke access tokens: %w", err))
+			return
+		}
 		if err := s.store.Tokens.RevokeUser(ctx, u.ID); err != nil {
 			fail(c, fmt.Errorf("revoke tokens: %w", err))
 			return

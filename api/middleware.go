@@ -133,6 +133,10 @@ func (s *server) authenticate(c *gin.Context) bool {
 		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
 		fail(c, errUnauthorized("account disabled"))
 		return false
+	case u.TokensValidAfter != nil && claims.Issued().Before(*u.TokensValidAfter):
+		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
+		fail(c, errUnauthorized("access token ended by a logout; log in again"))
+		return false
 	}
 	c.Set(ctxUser, u)
 	return true

@@ -633,3 +633,38 @@ func TestSessionAtItsHistoryBudgetAnswers429(t *testing.T) {
 		t.Fatalf("after the cancel: %+v", got)
 	}
 }
+
+// Logout revokes every session of the account: its refresh tokens, and
+// its access tokens at once, not when they expire (the per-call user check
+// compares a token's issue time with the logout).
+func TestLogoutEndsAccessTokensAtOnce(t *testing.T) {
+	f := newFixture(t)
+	// A token from another device, issued two seconds earlier.
+	earlier := *f.tokens
+	earlier.Now = func() time.Time { return time.Now().Add(-2 * time.Second) }
+	other, _, err := earlier.Issue(f.userID, models.RoleUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := f.do("GET", "/v1/session", "", "Authorization", "Bearer "+other); w.Code != 200 {
+		t.Fatalf("before logout: %d %s", w.Code, w.Body)
+	}
+	if w := f.do("POST", "/v1/auth/logout", ""); w.Code != 204 {
+		t.Fatalf("logout: %d %s", w.Code, w.Body)
+	}
+	for name, tok := range map[string]string{"the token that logged out": f.token, "another device's token": other} {
+		if w := f.do("GET", "/v1/session", "", "Authorization", "Bearer "+tok); w.Code != 401 {
+			t.Errorf("%s after logout: %d %s", name, w.Code, w.Body)
+		}
+	}
+	// A token issued after the logout (a new login) works.
+	later := *f.tokens
+	later.Now = func() time.Time { return time.Now().Add(2 * time.Second) }
+	fresh, _, err := later.Issue(f.userID, models.RoleUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := f.do("GET", "/v1/session", "", "Authorization", "Bearer "+fresh); w.Code != 200 {
+		t.Fatalf("a token issued after the logout: %d %s", w.Code, w.Body)
+	}
+}

@@ -38,6 +38,21 @@ type Claims struct {
 	jwt.RegisteredClaims
 	Type string      `json:"typ"`
 	Role models.Role `json:"role"`
+	// IssuedAtMS is iat in milliseconds, so a logout can end the tokens
+	// issued before it and spare one issued just after (iat has seconds).
+	IssuedAtMS int64 `json:"iat_ms,omitempty"`
+}
+
+// Issued is when the token was issued: IssuedAtMS, or iat for a token
+// without it (zero if neither).
+func (c Claims) Issued() time.Time {
+	if c.IssuedAtMS > 0 {
+		return time.UnixMilli(c.IssuedAtMS)
+	}
+	if c.IssuedAt != nil {
+		return c.IssuedAt.Time
+	}
+	return time.Time{}
 }
 
 // Validate is called by the jwt parser after the registered claims pass.
@@ -103,8 +118,9 @@ func (t *Tokens) Issue(userID string, role models.Role) (token string, expiresIn
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        uuid.NewString(),
 		},
-		Type: TokenTypeAccess,
-		Role: role,
+		Type:       TokenTypeAccess,
+		Role:       role,
+		IssuedAtMS: now.UnixMilli(),
 	}
 	if err := claims.Validate(); err != nil {
 		return "", 0, fmt.Errorf("auth: issue: %w", err)

@@ -28,6 +28,9 @@ type User struct {
 	Role         Role      `bson:"role" json:"role"`
 	Disabled     bool      `bson:"disabled" json:"disabled"`
 	CreatedAt    time.Time `bson:"created_at" json:"created_at"`
+	// TokensValidAfter is the last logout: access tokens issued before it
+	// are refused.
+	TokensValidAfter *time.Time `bson:"tokens_valid_after,omitempty" json:"-"`
 }
 
 // Status is where a request is in its life: queued → running → one of the

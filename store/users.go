@@ -335,6 +335,12 @@ func (r *Users) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// RevokeAccessBefore refuses from now on the access tokens of the user
+// with id that were issued before t (a logout).
+func (r *Users) RevokeAccessBefore(ctx context.Context, id string, t time.Time) error {
+	return r.set(ctx, "revoke access tokens", id, bson.D{{Key: "tokens_valid_after", Value: t}})
+}
+
 // SetDisabled disables or re-enables the user with id.
 func (r *Users) SetDisabled(ctx context.Context, id string, disabled bool) error {
 	return r.set(ctx, "set disabled", id, bson.D{{Key: "disabled", Value: disabled}})
