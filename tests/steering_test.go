@@ -119,3 +119,53 @@ type adminRequestView struct {
 	request
 	UserID string `json:"user_id"`
 }
+
+// TestE2E_ReplayedSubmissionDoesNotReopenAClosedSession: resubmitting a
+// request already accepted (same Idempotency-Key) after the session was
+// closed and ended answers the same request and opens no new run (a replay
+// is not new work).
+func TestE2E_ReplayedSubmissionDoesNotReopenAClosedSession(t *testing.T) {
+	c := newUser(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	first := c.submit("echo", "once", "Idempotency-Key", "closed-1")
+	c.waitFinal(first.ID)
+	c.mustDo("DELETE", "/v1/session", nil, 202, nil)
+	id := models.SessionWorkflowID(c.userID)
+	running := func() (bool, string) {
+		d, err := shared.backends.Temporal.DescribeWorkflowExecution(ctx, id, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info := d.GetWorkflowExecutionInfo()
+		return info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING, info.GetExecution().GetRunId()
+	}
+	for {
+		if ok, _ := running(); !ok {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the closed session did not end")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, ended := running()
+	again := c.submit2xx("echo", "once", "Idempotency-Key", "closed-1")
+	if again.ID != first.ID || again.Status != "succeeded" {
+		t.Fatalf("replay after the close: %+v", again)
+	}
+	time.Sleep(time.Second) // a delivery would have opened a run by now
+	if ok, run := running(); ok || run != ended {
+		t.Fatalf("the replay opened a session run (%s, running %v)", run, ok)
+	}
+	if st := c.sessionState(); st.State != models.SessionClosed {
+		t.Fatalf("session after the replay: %+v", st)
+	}
+}
+
+func (c *client) sessionState() models.SessionState {
+	c.t.Helper()
+	var st models.SessionState
+	c.mustDo("GET", "/v1/session", nil, 200, &st)
+	return st
+}
