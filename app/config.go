@@ -113,6 +113,10 @@ type Config struct {
 
 	LogLevel slog.Level // TURNSTILE_LOG_LEVEL: debug, info (default), warn, error
 	DataDir  string     // TURNSTILE_DATA_DIR (dev only), default .data
+	// DevSync is the embedded stores' SQLite synchronous setting
+	// (TURNSTILE_DEV_SYNC, dev only): full (default) fsyncs every commit,
+	// normal does not (faster; a power loss may drop recent commits).
+	DevSync string
 	// FaultPoint enables a fault-injection point for the fault tests
 	// (TURNSTILE_FAULT_POINT): "crash-after-accept" makes the API exit
 	// right after answering a submission 202, before delivering it.
@@ -228,6 +232,7 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		LoginLockoutMax:       dur("TURNSTILE_LOGIN_LOCKOUT_MAX", api.DefaultLoginLockoutMax),
 
 		DataDir:           get("TURNSTILE_DATA_DIR", ".data"),
+		DevSync:           get("TURNSTILE_DEV_SYNC", "full"),
 		FaultPoint:        get("TURNSTILE_FAULT_POINT", ""),
 		MetricsAddr:       get("TURNSTILE_METRICS_ADDR", "127.0.0.1:9464"),
 		WorkflowPollers:   num("TURNSTILE_WORKFLOW_POLLERS", 2),
@@ -291,6 +296,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.HistoryBudget < 100 || c.HistoryBudget > MaxHistoryBudget {
 		errs = append(errs, fmt.Errorf("TURNSTILE_SESSION_HISTORY_BUDGET=%d: want 100 to %d (Temporal ends a run at 51,200 events; deliveries may add up to 5 events per queued request past the budget)", c.HistoryBudget, MaxHistoryBudget))
+	}
+	if c.DevSync != "full" && c.DevSync != "normal" {
+		errs = append(errs, fmt.Errorf("TURNSTILE_DEV_SYNC=%q: want full or normal", c.DevSync))
 	}
 	if c.MaxPageSize > store.MaxListLimit {
 		errs = append(errs, fmt.Errorf("TURNSTILE_MAX_PAGE_SIZE=%d: at most %d", c.MaxPageSize, store.MaxListLimit))

@@ -526,3 +526,26 @@ func TestPortInUse(t *testing.T) {
 	runtime.GC()
 	time.Sleep(100 * time.Millisecond)
 }
+
+// Both embedded stores fsync every commit unless told otherwise: a 202
+// means MongoDB has the request, and a power loss must not take back
+// either file's tail (docs/performance.md, "Durability").
+func TestStoresFsyncEveryCommitByDefault(t *testing.T) {
+	sync, err := synchronousMode("")
+	if err != nil || sync != "full" {
+		t.Fatalf("default synchronous = %q, %v; want full", sync, err)
+	}
+	if _, err := synchronousMode("off"); err == nil {
+		t.Fatal("synchronous off accepted for a data directory")
+	}
+	conf, _, err := temporalSQLConfig(t.TempDir(), sync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := conf.ConnectAttributes["synchronous"]; got != "full" || conf.ConnectAttributes["journal_mode"] != "wal" {
+		t.Fatalf("Temporal's SQLite attributes %v, want WAL with synchronous full", conf.ConnectAttributes)
+	}
+	if u := ferretSQLiteURL("/data/mongo", "synchronous("+sync+")"); !strings.Contains(u, "_pragma=synchronous%28full%29") {
+		t.Fatalf("FerretDB's SQLite URL %q does not set synchronous(full)", u)
+	}
+}

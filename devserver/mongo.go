@@ -36,6 +36,10 @@ type MongoConfig struct {
 	Logger *slog.Logger
 	// LogLevel is the minimum level passed to Logger; nil means slog.LevelWarn.
 	LogLevel slog.Leveler
+	// Synchronous is SQLite's synchronous setting of a DataDir store: "full"
+	// (default: every commit is fsynced before FerretDB answers, so a 202
+	// survives a power loss) or "normal" (WAL without an fsync per commit).
+	Synchronous string
 }
 
 // Mongo is a running embedded FerretDB (sqlite handler, telemetry off)
@@ -56,6 +60,12 @@ type Mongo struct {
 // info and would race when two servers start at once.
 var ferretNewMu sync.Mutex
 
+// ferretSQLiteURL is FerretDB's SQLite URL for the files in dir, with
+// pragma applied to each connection.
+func ferretSQLiteURL(dir, pragma string) string {
+	return "file:" + (&url.URL{Path: dir + "/"}).EscapedPath() + "?" + url.Values{"_pragma": {pragma}}.Encode()
+}
+
 // StartMongo starts FerretDB and returns once it accepts connections.
 // ctx bounds the start only; the server runs until Stop.
 func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
@@ -71,9 +81,13 @@ func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 		}
 	}
 	m := &Mongo{done: make(chan struct{})}
-	// synchronous(normal) with FerretDB's WAL default: no fsync per commit,
-	// survives process crashes. off for the throwaway directory.
-	pragma := "synchronous(normal)"
+	// FerretDB's WAL default with synchronous FULL (see
+	// MongoConfig.Synchronous); off for the throwaway directory.
+	sync, err := synchronousMode(cfg.Synchronous)
+	if err != nil {
+		return nil, fmt.Errorf("mongo: %w", err)
+	}
+	pragma := "synchronous(" + sync + ")"
 	if cfg.DataDir == "" {
 		dir, err := os.MkdirTemp("", "turnstile-mongo-*")
 		if err != nil {
@@ -97,8 +111,7 @@ func StartMongo(ctx context.Context, cfg MongoConfig) (*Mongo, error) {
 		return nil, err
 	}
 
-	sqliteURL := "file:" + (&url.URL{Path: m.dir + "/"}).EscapedPath() + "?" +
-		url.Values{"_pragma": {pragma}}.Encode()
+	sqliteURL := ferretSQLiteURL(m.dir, pragma)
 	// FerretDB listens on a loopback port of its own; clients reach it
 	// only through the gate, which makes each document's writes atomic
 	// for all of them (see package mongogate).

@@ -89,6 +89,11 @@ type TemporalConfig struct {
 	Logger *slog.Logger
 	// LogLevel is the minimum level passed to Logger; nil means slog.LevelWarn.
 	LogLevel slog.Leveler
+	// Synchronous is SQLite's synchronous setting for the file: "full"
+	// (default: every commit is fsynced, so a power loss loses nothing the
+	// server acknowledged) or "normal" (WAL without an fsync per commit:
+	// survives process crashes, may lose the last commits on power loss).
+	Synchronous string
 	// DynamicConfig overrides or adds dynamic config values by key, e.g.
 	// "limit.maxIDLength": 255. Ints must be of type int.
 	DynamicConfig map[string]any
@@ -150,7 +155,11 @@ func StartTemporal(ctx context.Context, cfg TemporalConfig) (*Temporal, error) {
 	address := net.JoinHostPort(dialHost(cfg.Host), strconv.Itoa(cfg.Port))
 	httpAddress := net.JoinHostPort(dialHost(cfg.Host), strconv.Itoa(public[1]))
 
-	sqlConf, dbFile, err := temporalSQLConfig(cfg.DataDir)
+	sync, err := synchronousMode(cfg.Synchronous)
+	if err != nil {
+		return nil, fmt.Errorf("temporal: %w", err)
+	}
+	sqlConf, dbFile, err := temporalSQLConfig(cfg.DataDir, sync)
 	if err != nil {
 		return nil, err
 	}
@@ -245,9 +254,20 @@ func (l *stopLevel) Level() slog.Level {
 	return l.base.Level()
 }
 
+// synchronousMode checks a Synchronous setting; "" is "full".
+func synchronousMode(s string) (string, error) {
+	switch s {
+	case "":
+		return "full", nil
+	case "full", "normal":
+		return s, nil
+	}
+	return "", fmt.Errorf("synchronous %q: want full or normal", s)
+}
+
 // temporalSQLConfig returns the SQLite store config, creating the file and
 // its schema when DataDir is set and the file is new.
-func temporalSQLConfig(dataDir string) (*config.SQL, string, error) {
+func temporalSQLConfig(dataDir, synchronous string) (*config.SQL, string, error) {
 	conf := &config.SQL{PluginName: sqliteplugin.PluginName}
 	if dataDir == "" {
 		// A unique name per server: the plugin shares connections by DSN
@@ -271,10 +291,9 @@ func temporalSQLConfig(dataDir string) (*config.SQL, string, error) {
 	conf.DatabaseName = file
 	conf.ConnectAttributes = map[string]string{
 		"mode": "rwc",
-		// WAL + synchronous=NORMAL: no fsync per commit; survives process
-		// crashes, may lose the last transactions on power loss.
+		// WAL; synchronous FULL by default (see TemporalConfig.Synchronous).
 		"journal_mode": "wal",
-		"synchronous":  "normal",
+		"synchronous":  synchronous,
 	}
 	_, err = os.Stat(file)
 	switch {

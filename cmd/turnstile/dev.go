@@ -117,7 +117,7 @@ func runDev(ctx context.Context, cfg app.Config, args []string, getenv func(stri
 	if want["temporal"] {
 		temporal, err := devserver.StartTemporal(ctx, devserver.TemporalConfig{
 			DataDir: filepath.Join(cfg.DataDir, "temporal"), Host: ports.host, Port: ports.temporal,
-			Namespace: cfg.Namespace, Logger: log.With("service", "temporal"),
+			Namespace: cfg.Namespace, Logger: log.With("service", "temporal"), Synchronous: cfg.DevSync,
 		})
 		if err != nil {
 			return fmt.Errorf("temporal: %w", err)
@@ -138,7 +138,7 @@ func runDev(ctx context.Context, cfg app.Config, args []string, getenv func(stri
 	if want["mongo"] {
 		mongo, err = devserver.StartMongo(ctx, devserver.MongoConfig{
 			DataDir: filepath.Join(cfg.DataDir, "mongo"), Host: ports.host, Port: ports.mongo,
-			Logger: log.With("service", "mongodb"),
+			Logger: log.With("service", "mongodb"), Synchronous: cfg.DevSync,
 		})
 		if err != nil {
 			return fmt.Errorf("mongodb: %w", err)
