@@ -125,6 +125,10 @@ func defaultEnv() map[string]string {
 		"TURNSTILE_STARTUP_TIMEOUT":   "60s",
 		"TURNSTILE_ACCESS_TOKEN_TTL":  "1h",
 		"TURNSTILE_MAX_QUEUE":         "1000",
+		// Processes are killed here, never the power: SQLite's WAL survives
+		// a process crash without an fsync per commit, and the default
+		// (full) would slow every scenario (docs/performance.md).
+		"TURNSTILE_DEV_SYNC": "normal",
 	}
 }
 
