@@ -73,16 +73,8 @@ func TestE2E_AttemptsSwallowedByAFrozenWorkerAreGrantedAgain(t *testing.T) {
 	stopFrozen := sync.OnceFunc(frozen.Stop)
 	defer stopFrozen()
 
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	req := models.Request{ID: uuid.Must(uuid.NewV7()).String(), UserID: c.userID, Type: "echo",
-		Payload: `"swallowed"`, Status: models.StatusQueued, EnqueuedAt: now}
-	if err := shared.backends.Store.Requests.Insert(ctx, req); err != nil {
-		t.Fatal(err)
-	}
 	st := &starter.Starter{Client: temporalClient, TaskQueue: queue, Config: cfg}
-	if err := st.Submit(ctx, c.userID, []models.QueuedRequest{{ID: req.ID, Type: req.Type, EnqueuedAt: now}}); err != nil {
-		t.Fatal(err)
-	}
+	req := c.submitTo(ctx, st, "echo", `"swallowed"`)
 
 	// All the attempts Temporal grants go to the frozen worker.
 	for taken.Load() < cfg.MaxAttempts {
@@ -131,4 +123,21 @@ func TestE2E_AttemptsSwallowedByAFrozenWorkerAreGrantedAgain(t *testing.T) {
 	if scheduled != 2 || timedOut != 1 {
 		t.Fatalf("history: Run scheduled %d times, timed out %d, want 2 and 1", scheduled, timedOut)
 	}
+}
+
+// submitTo stores a request of c's and signals it to c's session through
+// st (a task queue and session config of the test's own), as the naive
+// path does.
+func (c *client) submitTo(ctx context.Context, st *starter.Starter, typ, payload string) models.Request {
+	c.t.Helper()
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	req := models.Request{ID: uuid.Must(uuid.NewV7()).String(), UserID: c.userID, Type: typ,
+		Payload: payload, Status: models.StatusQueued, EnqueuedAt: now}
+	if err := shared.backends.Store.Requests.Insert(ctx, req); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := st.Submit(ctx, c.userID, []models.QueuedRequest{{ID: req.ID, Type: req.Type, EnqueuedAt: now}}); err != nil {
+		c.t.Fatal(err)
+	}
+	return req
 }

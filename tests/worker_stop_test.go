@@ -7,11 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/turnstile/turnstile/app"
-	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/worker"
 )
@@ -43,16 +41,8 @@ func TestE2E_WorkerStopLetsItsRunningRequestFinish(t *testing.T) {
 	stopFirst := sync.OnceFunc(first.Stop)
 	defer stopFirst()
 
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	req := models.Request{ID: uuid.Must(uuid.NewV7()).String(), UserID: c.userID, Type: "sleep",
-		Payload: `{"ms":1500}`, Status: models.StatusQueued, EnqueuedAt: now}
-	if err := shared.backends.Store.Requests.Insert(ctx, req); err != nil {
-		t.Fatal(err)
-	}
 	st := &starter.Starter{Client: shared.backends.Temporal, TaskQueue: queue, Config: cfg}
-	if err := st.Submit(ctx, c.userID, []models.QueuedRequest{{ID: req.ID, Type: req.Type, EnqueuedAt: now}}); err != nil {
-		t.Fatal(err)
-	}
+	req := c.submitTo(ctx, st, "sleep", `{"ms":1500}`)
 	c.waitStatus(req.ID, "running")
 	stopAt := time.Now()
 	stopFirst()
