@@ -249,7 +249,16 @@ var routeCases = map[string]routeCase{
 	"POST /v1/auth/refresh":  {access: "public", body: map[string]any{"refresh_token": ""}},
 
 	"POST /v1/auth/logout": {access: "user", check: func(t *testing.T, w *walk, path string) {
-		w.alice.mustDo("POST", path, map[string]any{"user_id": w.bob.userID}, 204, nil)
+		// Carol, not alice (the walk goes on with alice's token), logs out
+		// naming bob: her own access token ends at once, bob's session
+		// is untouched.
+		carol := newUser(t)
+		carol.base = w.bob.base
+		carol.mustDo("POST", path, map[string]any{"user_id": w.bob.userID}, 204, nil)
+		if r := carol.do("GET", "/v1/session", nil); r.status != 401 {
+			t.Errorf("carol's access token after her logout: %d", r.status)
+		}
+		w.bob.mustDo("GET", "/v1/session", nil, 200, nil)
 		anon := &client{t: t, base: w.bob.base}
 		var pair struct {
 			RefreshToken string `json:"refresh_token"`
