@@ -95,6 +95,19 @@ func (s *server) sessionState(ctx context.Context, userID string) (models.Sessio
 	return st, nil
 }
 
+// setPaused pauses or resumes userID's queue: stored first, so their next
+// run starts with it whatever happens to this one, then signalled to the
+// running one, if any.
+func (s *server) setPaused(ctx context.Context, userID string, paused bool) error {
+	if err := s.store.Queues.SetPaused(ctx, userID, paused, s.now()); err != nil {
+		return fmt.Errorf("store pause: %w", err)
+	}
+	if paused {
+		return storedForNextRun(s.sessions.Pause(ctx, userID))
+	}
+	return storedForNextRun(s.sessions.Resume(ctx, userID))
+}
+
 // storedForNextRun: a pause, resume or policy for a user with no running
 // session is stored (the caller did it) and applies to their next run.
 func storedForNextRun(err error) error {
@@ -190,16 +203,7 @@ func (s *server) handleAdminSteer(action steer) gin.HandlerFunc {
 		}
 		switch action {
 		case steerPause, steerResume:
-			// Stored first, so the user's next run starts with it whatever
-			// happens to this one; then signalled to the running one.
-			if err = s.store.Queues.SetPaused(ctx, u.ID, action == steerPause, s.now()); err != nil {
-				break
-			}
-			if action == steerPause {
-				err = storedForNextRun(s.sessions.Pause(ctx, u.ID))
-			} else {
-				err = storedForNextRun(s.sessions.Resume(ctx, u.ID))
-			}
+			err = s.setPaused(ctx, u.ID, action == steerPause)
 		case steerClose:
 			err = s.closeSession(ctx, u.ID)
 		}
@@ -427,12 +431,8 @@ func (s *server) handleAdminSetDisabled(disabled bool) gin.HandlerFunc {
 			// Their queue stops too: what they submitted waits, visible to
 			// operators, until one resumes it (enabling the account does
 			// not: an operator decides what of theirs runs).
-			if err := s.store.Queues.SetPaused(ctx, id, true, s.now()); err != nil {
-				fail(c, fmt.Errorf("pause the disabled user's queue: %w", err))
-				return
-			}
-			if err := storedForNextRun(s.sessions.Pause(ctx, id)); err != nil {
-				fail(c, fmt.Errorf("pause the disabled user's session (retry the disable): %w", err))
+			if err := s.setPaused(ctx, id, true); err != nil {
+				fail(c, fmt.Errorf("pause the disabled user's queue (retry the disable): %w", err))
 				return
 			}
 		}

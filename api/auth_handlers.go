@@ -214,7 +214,7 @@ func (s *server) handleLogout() gin.HandlerFunc {
 		defer cancel()
 		// Every session of the account ends: its refresh tokens, and its
 		// access tokens at once (authenticate compares their issue time).
-		if err := s.store.Users.RevokeAccessBefore(ctx, u.ID, s.now().UTC().Truncate(time.Millisecond)); err != nil {
+		if err := s.store.Users.RevokeAccessBefore(ctx, u.ID, s.now()); err != nil {
 			fail(c, fmt.Errorf("revoke access tokens: %w", err))
 			return
 		}
