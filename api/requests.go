@@ -38,11 +38,14 @@ type submitItem struct {
 
 // requestView is a request as a client reads it.
 type requestView struct {
-	ID         string          `json:"id"`
-	Type       string          `json:"type"`
-	Payload    json.RawMessage `json:"payload"`
-	Status     models.Status   `json:"status"`
-	Position   *int            `json:"position"`
+	ID       string          `json:"id"`
+	Type     string          `json:"type"`
+	Payload  json.RawMessage `json:"payload"`
+	Status   models.Status   `json:"status"`
+	Position *int            `json:"position"`
+	// ETA: a waiting request's estimated start, a running one's estimated
+	// finish (events and GET /v1/requests/:id).
+	ETA        *time.Time      `json:"eta,omitempty"`
 	Attempts   int             `json:"attempts"`
 	Result     json.RawMessage `json:"result"`
 	Error      *string         `json:"error"`

@@ -31,6 +31,7 @@ func (s *server) routes(r *gin.Engine) {
 	user.DELETE("/requests/:id", s.handleCancelRequest())
 	user.GET("/session", s.handleGetSession())
 	user.DELETE("/session", s.handleCloseSession())
+	user.GET("/events", s.handleEvents())
 
 	admin := v1.Group("/admin", s.requireUser(), s.requireAdmin())
 	admin.GET("/sessions", s.handleAdminListSessions())

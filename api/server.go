@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
@@ -108,6 +109,13 @@ type Config struct {
 	// before any delivery; give such an API an Inbox without a
 	// Dispatcher). Never set in production.
 	AfterAccept func()
+	// Events tunes the watchers behind GET /v1/events.
+	Events events.Config
+	// MaxStreams bounds each user's open event streams per API instance
+	// (429 too_many_streams beyond).
+	MaxStreams int
+	// StreamHeartbeat is how often a quiet stream sends a comment.
+	StreamHeartbeat time.Duration
 	// Inbox accepts submissions. Nil: one on the store that delivers
 	// through Sessions with no linger (handler tests).
 	Inbox *inbox.Inbox
@@ -189,6 +197,12 @@ func (c Config) withDefaults() Config {
 		c.LoginLockoutMax = DefaultLoginLockoutMax
 	}
 	c.LoginLockoutMax = max(c.LoginLockoutMax, c.LoginLockoutBase)
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.StreamHeartbeat <= 0 {
+		c.StreamHeartbeat = DefaultStreamHeartbeat
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -210,6 +224,7 @@ type server struct {
 	authLimit   *buckets  // per client network
 	logins      *lockouts // per account and client network
 	inbox       *inbox.Inbox
+	streams     *streams // open event streams per user
 }
 
 // NewServer returns the API's http.Handler.
@@ -234,6 +249,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		authLimit:   newBuckets(cfg.AuthRate/60, cfg.AuthBurst),
 		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
 		inbox:       cfg.Inbox,
+		streams:     &streams{open: map[string]int{}, max: cfg.MaxStreams},
 	}
 	if s.inbox == nil {
 		d := inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: -1, Logger: cfg.Logger}, sessions, st.Queues)

@@ -9,6 +9,8 @@ import (
 	_ "embed"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/turnstile/turnstile/store"
 )
 
 func (s *server) handleGetSession() gin.HandlerFunc {
@@ -88,5 +90,11 @@ func (s *server) closeSession(ctx context.Context, userID string) error {
 		return err
 	}
 	s.inbox.Flush(userID) // entries held for a busy session go now
-	return s.sessions.Close(ctx, userID, through)
+	if err := s.sessions.Close(ctx, userID, through); err != nil {
+		return err
+	}
+	// Event streams read the session's state again (best effort: they
+	// also read it now and then).
+	_ = s.store.Queues.Touch(ctx, userID, store.ChangeSteer, s.now())
+	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
@@ -133,6 +134,15 @@ type Config struct {
 	// RelayEvery (TURNSTILE_RELAY_EVERY, default 1s) is how often each
 	// worker's relay looks for accepted requests no session holds.
 	RelayEvery time.Duration
+	// EventsPoll (TURNSTILE_EVENTS_POLL, default 200ms) is how often each
+	// event stream reads its user's queue document for changes.
+	EventsPoll time.Duration
+	// MaxStreams (TURNSTILE_EVENTS_MAX_STREAMS, default 4) bounds each
+	// user's open event streams per API instance.
+	MaxStreams int
+	// StreamHeartbeat (TURNSTILE_EVENTS_HEARTBEAT, default 15s) is how often
+	// a quiet event stream sends a comment, so proxies keep it open.
+	StreamHeartbeat time.Duration
 	// MongoWriteConcern: TURNSTILE_MONGODB_WRITE_CONCERN, majority (default:
 	// journaled on a majority, so a 202 survives a replica-set failover), 1,
 	// or uri (the connection string's w/journal).
@@ -242,6 +252,9 @@ func FromEnv(getenv func(string) string) (Config, error) {
 		DeliveryLinger:    dur("TURNSTILE_DELIVERY_LINGER", inbox.DefaultLinger),
 		DeliveryMaxHold:   dur("TURNSTILE_DELIVERY_MAX_HOLD", inbox.DefaultMaxHold),
 		RelayEvery:        dur("TURNSTILE_RELAY_EVERY", inbox.DefaultRelayEvery),
+		EventsPoll:        dur("TURNSTILE_EVENTS_POLL", events.DefaultPoll),
+		MaxStreams:        num("TURNSTILE_EVENTS_MAX_STREAMS", api.DefaultMaxStreams),
+		StreamHeartbeat:   dur("TURNSTILE_EVENTS_HEARTBEAT", api.DefaultStreamHeartbeat),
 		Session: workflows.Config{
 			IdleTimeout:      dur("TURNSTILE_IDLE_TIMEOUT", workflows.DefaultIdleTimeout),
 			MaxAttempts:      int32(num("TURNSTILE_MAX_ATTEMPTS", workflows.DefaultMaxAttempts)),

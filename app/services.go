@@ -18,6 +18,7 @@ import (
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/api"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/inbox"
 	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
@@ -158,6 +159,9 @@ func NewAPIServer(cfg Config, b *Backends, log *slog.Logger) (*http.Server, erro
 		AfterAccept:           faultHook(cfg, log),
 		AllowNaive:            cfg.BenchModes,
 		Inbox:                 newInbox(cfg, b, sessions, log),
+		Events:                events.Config{Poll: cfg.EventsPoll},
+		MaxStreams:            cfg.MaxStreams,
+		StreamHeartbeat:       cfg.StreamHeartbeat,
 	}, b.Store, sessions)
 	if err != nil {
 		return nil, err

@@ -79,6 +79,16 @@ type Queue struct {
 	// not take them with it: a fresh run starts from them.
 	Paused bool                 `bson:"paused,omitempty"`
 	Policy models.FailurePolicy `bson:"policy,omitempty"`
+
+	// Change counters, for watchers (the events stream) that poll this one
+	// document instead of the user's requests. Rev moves on every change
+	// to it and on every change of one of the user's requests; Scan on a
+	// change that may hit any waiting request (a cancel), not only the
+	// head; Steer on a change of the session's steering (pause, resume,
+	// policy, close).
+	Rev   int64 `bson:"rev,omitempty"`
+	Scan  int64 `bson:"scan,omitempty"`
+	Steer int64 `bson:"steer,omitempty"`
 }
 
 // next is the first entry that may still be waiting.
@@ -117,7 +127,11 @@ func (q *Queues) Get(ctx context.Context, userID string) (Queue, error) {
 // raise sets field to at least v (upserting the document).
 func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now time.Time) error {
 	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
-		bson.D{{Key: "$max", Value: bson.D{{Key: field, Value: v}}}, {Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}}},
+		bson.D{
+			{Key: "$max", Value: bson.D{{Key: field, Value: v}}},
+			{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}},
+			{Key: "$inc", Value: bson.D{{Key: "rev", Value: 1}}},
+		},
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return wrap("raise queue "+field, err)
@@ -138,10 +152,44 @@ func (q *Queues) SetPolicy(ctx context.Context, userID string, p models.FailureP
 
 func (q *Queues) set(ctx context.Context, op, userID string, field bson.E, now time.Time) error {
 	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
-		bson.D{{Key: "$set", Value: bson.D{field, {Key: "updated_at", Value: now}}}},
+		bson.D{
+			{Key: "$set", Value: bson.D{field, {Key: "updated_at", Value: now}}},
+			{Key: "$inc", Value: bson.D{{Key: "rev", Value: 1}, {Key: "steer", Value: 1}}},
+		},
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return wrap(op, err)
+	}
+	return nil
+}
+
+// Change says which of a queue document's change counters a Touch moves
+// besides Rev.
+type Change int
+
+// Changes a Touch records.
+const (
+	ChangeHead  Change = iota // the running or next request (attempts)
+	ChangeAny                 // any waiting request (a cancel)
+	ChangeSteer               // the session's steering (a close)
+)
+
+// Touch records that something of userID's changed that the queue
+// document's other fields do not show, so watchers look again. Best
+// effort for the caller: a watcher also looks on its own now and then.
+func (q *Queues) Touch(ctx context.Context, userID string, what Change, now time.Time) error {
+	inc := bson.D{{Key: "rev", Value: 1}}
+	switch what {
+	case ChangeAny:
+		inc = append(inc, bson.E{Key: "scan", Value: 1})
+	case ChangeSteer:
+		inc = append(inc, bson.E{Key: "steer", Value: 1})
+	}
+	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}}, {Key: "$inc", Value: inc}},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return wrap("touch queue", err)
 	}
 	return nil
 }
@@ -694,4 +742,76 @@ func (r *Requests) ByKey(ctx context.Context, userID, key string) ([]models.Requ
 		out = append(out, *req)
 	}
 	return out, nil
+}
+
+// Placed is one of a user's requests at its place in their sequence: its
+// own entry, or for a requeued request the requeue entry that put it back.
+type Placed struct {
+	Place int64
+	models.Request
+}
+
+// Window reads userID's committed requests at places from on, in place
+// order, for a watcher: through hint (a tail the caller knows of) and on
+// past it while entries exist, examining at most limit places. top is the
+// last place examined, where the next read continues (from = top+1); a
+// batch not yet wholly committed stops the read before it, so it is read
+// again. It reads by _id only.
+func (r *Requests) Window(ctx context.Context, userID string, from, hint int64, limit int) (placed []Placed, top int64, err error) {
+	from = max(from, 1)
+	top = from - 1
+	docs := map[int64]*entryDoc{}
+	read := func(seq int64) (*entryDoc, error) {
+		if d, ok := docs[seq]; ok {
+			return d, nil
+		}
+		// Through the hint, read ahead a chunk at a time, concurrently.
+		hi := max(seq, min(hint, seq+listPrefetch-1))
+		for _, c := range r.readDown(ctx, userID, hi, seq) {
+			if c.err != nil && !errors.Is(c.err, ErrNotFound) {
+				return nil, c.err
+			}
+			docs[c.seq] = c.doc
+		}
+		return docs[seq], nil
+	}
+	for seq := from; seq < from+int64(limit); seq++ {
+		d, err := read(seq)
+		if err != nil {
+			return nil, top, err
+		}
+		if d == nil {
+			return placed, top, nil // the end of the committed prefix (or a gap a walker settles)
+		}
+		if d.end() > d.Seq {
+			last, err := read(d.end())
+			if err != nil {
+				return nil, top, err
+			}
+			if last == nil {
+				return placed, top, nil // a batch still committing: read it again later
+			}
+			if last.void() {
+				d = last
+			}
+		}
+		top = seq
+		switch {
+		case d.void():
+			seq = d.end() // skip the void range's members
+			top = seq
+		case d.RequeueOf != "":
+			var target models.Request
+			if err := r.c.FindOne(ctx, bson.D{{Key: "_id", Value: d.RequeueOf}}).Decode(&target); err != nil {
+				if errors.Is(err, mongo.ErrNoDocuments) {
+					continue
+				}
+				return nil, top, wrap("read requeued request", err)
+			}
+			placed = append(placed, Placed{Place: d.Seq, Request: target})
+		default:
+			placed = append(placed, Placed{Place: d.Seq, Request: d.Request})
+		}
+	}
+	return placed, top, nil
 }

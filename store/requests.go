@@ -45,6 +45,18 @@ const compensationTimeout = 5 * time.Second
 type Requests struct {
 	c    *mongo.Collection
 	keys *mongo.Collection // idempotency key → request IDs (RememberKey)
+	// queues is touched after a change that the queue document does not
+	// otherwise show (cancel, requeue, attempts), for watchers.
+	queues *Queues
+}
+
+// touch tells userID's watchers to look again; best effort (they also look
+// on their own now and then), so its error is dropped.
+func (r *Requests) touch(ctx context.Context, userID string, what Change) {
+	if r.queues == nil || userID == "" {
+		return
+	}
+	_ = r.queues.Touch(ctx, userID, what, time.Now().UTC())
 }
 
 // Insert stores reqs in order, all or none. Each needs an ID and a UserID. If
@@ -247,6 +259,7 @@ func (r *Requests) CancelQueued(ctx context.Context, userID, id string, now time
 	if !changed {
 		return cur, fmt.Errorf("store: cancel request: %w: it is %s", ErrConflict, cur.Status)
 	}
+	r.touch(ctx, cur.UserID, ChangeAny)
 	cur.Status, cur.FinishedAt = models.StatusCancelled, &now
 	return cur, nil
 }
@@ -273,6 +286,7 @@ func (r *Requests) Requeue(ctx context.Context, id string) error {
 	if !changed {
 		return fmt.Errorf("store: requeue request: %w: it is %s", ErrConflict, cur.Status)
 	}
+	r.touch(ctx, cur.UserID, ChangeAny)
 	return nil
 }
 
@@ -308,6 +322,7 @@ func (r *Requests) SetAttempts(ctx context.Context, id string, attempts int) err
 	if !changed {
 		return fmt.Errorf("store: set attempts: %w: it is %s", ErrConflict, cur.Status)
 	}
+	r.touch(ctx, cur.UserID, ChangeHead)
 	return nil
 }
 

@@ -145,16 +145,18 @@ func ConnectWith(ctx context.Context, uri, database string, o Options) (*Store, 
 }
 
 func newStore(client *mongo.Client, db *mongo.Database) *Store {
+	queues := &Queues{c: db.Collection(QueuesCollection)}
 	return &Store{
 		Users: &Users{
 			c:      db.Collection(UsersCollection),
 			emails: db.Collection(UserEmailsCollection),
 		},
 		Requests: &Requests{
-			c:    db.Collection(RequestsCollection),
-			keys: db.Collection(IdempotencyCollection),
+			c:      db.Collection(RequestsCollection),
+			keys:   db.Collection(IdempotencyCollection),
+			queues: queues,
 		},
-		Queues: &Queues{c: db.Collection(QueuesCollection)},
+		Queues: queues,
 		Tokens: &RefreshTokens{
 			c:        db.Collection(RefreshTokensCollection),
 			families: db.Collection(RefreshFamiliesCollection),

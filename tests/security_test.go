@@ -290,6 +290,25 @@ var routeCases = map[string]routeCase{
 		}
 		w.noLeak(t, "GET "+path, r)
 	}},
+	"GET /v1/events": {access: "user", check: func(t *testing.T, w *walk, _ string) {
+		// A second of alice's stream names nothing of bob's (his request waits).
+		a := w.alice.asToken(t, w.alice.token)
+		st := a.openStream("")
+		deadline := time.After(time.Second)
+		for {
+			select {
+			case e, ok := <-st.events:
+				if !ok {
+					t.Fatal("alice's stream ended")
+				}
+				w.noLeak(t, "GET /v1/events "+e.kind, response{body: e.data})
+				continue
+			case <-deadline:
+			}
+			break
+		}
+		st.close()
+	}},
 	"DELETE /v1/session": {access: "user", check: func(t *testing.T, w *walk, path string) {
 		r := w.alice.mustDo("DELETE", path+"?user_id="+w.bob.userID, nil, 202, nil)
 		w.noLeak(t, "DELETE "+path, r)

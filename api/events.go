@@ -1,0 +1,210 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/turnstile/turnstile/events"
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+// Defaults of the event streams.
+const (
+	DefaultMaxStreams = 4
+	// DefaultStreamHeartbeat keeps proxies from closing a quiet stream
+	// (most close after 60 s without a byte).
+	DefaultStreamHeartbeat = 15 * time.Second
+	// streamAuthRecheck is how often a stream checks that its user may
+	// still read: a logout or a disable ends it within this.
+	streamAuthRecheck = 5 * time.Second
+)
+
+// eventSource is the store as a watcher reads it.
+type eventSource struct{ st *store.Store }
+
+func (e eventSource) Queue(ctx context.Context, userID string) (store.Queue, error) {
+	return e.st.Queues.Get(ctx, userID)
+}
+
+func (e eventSource) Window(ctx context.Context, userID string, from, hint int64, limit int) ([]store.Placed, int64, error) {
+	return e.st.Requests.Window(ctx, userID, from, hint, limit)
+}
+
+// streams counts each user's open event streams on this instance.
+type streams struct {
+	mu   sync.Mutex
+	open map[string]int
+	max  int
+}
+
+func (s *streams) acquire(userID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[userID] >= s.max {
+		return false
+	}
+	s.open[userID]++
+	return true
+}
+
+func (s *streams) release(userID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[userID]--; s.open[userID] <= 0 {
+		delete(s.open, userID)
+	}
+}
+
+// Why a stream ends, sent as its last event.
+const (
+	endTokenExpired = "token_expired"
+	endTokenRevoked = "token_revoked"
+)
+
+func (s *server) handleEvents() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		token, _ := bearerToken(c.GetHeader("Authorization"))
+		claims, err := s.cfg.Tokens.Parse(token) // verified by requireUser
+		if err != nil {
+			fail(c, errUnauthorized("invalid or expired access token"))
+			return
+		}
+		var from *events.Cursor
+		if id := c.GetHeader("Last-Event-ID"); id != "" {
+			cur, ok := events.ParseCursor(id)
+			if !ok {
+				fail(c, errBadRequest("invalid_last_event_id", "Last-Event-ID is not an ID this stream sent"))
+				return
+			}
+			from = &cur
+		}
+		if !s.streams.acquire(u.ID) {
+			c.Header("Retry-After", "5")
+			fail(c, apiError{http.StatusTooManyRequests, "too_many_streams",
+				fmt.Sprintf("at most %d open event streams per user", s.cfg.MaxStreams)})
+			return
+		}
+		defer s.streams.release(u.ID)
+
+		ctx, cancel := context.WithCancelCause(c.Request.Context())
+		defer cancel(nil)
+		if exp := claims.ExpiresAt; exp != nil {
+			t := time.AfterFunc(time.Until(exp.Time), func() { cancel(errors.New(endTokenExpired)) })
+			defer t.Stop()
+		}
+		go s.recheckStreamAuth(ctx, cancel, u.ID, claims.Issued())
+
+		// A stream outlives the server's write timeout.
+		_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
+		h := c.Writer.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Accel-Buffering", "no") // nginx: do not buffer
+		c.Status(http.StatusOK)
+		c.Writer.Flush()
+
+		var mu sync.Mutex // the watcher and the heartbeat both write
+		write := func(b []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, err := c.Writer.Write(b); err != nil {
+				return err
+			}
+			c.Writer.Flush()
+			return nil
+		}
+		go func() {
+			t := time.NewTicker(s.cfg.StreamHeartbeat)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if write([]byte(": heartbeat\n\n")) != nil {
+						cancel(nil)
+						return
+					}
+				}
+			}
+		}()
+
+		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.sessions.State, u.ID)
+		err = w.Run(ctx, from, func(e events.Event) error {
+			frame, err := sseFrame(e)
+			if err != nil {
+				return err
+			}
+			return write(frame)
+		})
+		if reason := context.Cause(ctx); reason != nil && !errors.Is(reason, context.Canceled) {
+			_ = write(endFrame(reason.Error()))
+		} else if err != nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("event stream ended", "user_id", u.ID, "err", err)
+			_ = write(endFrame("unavailable"))
+		}
+	}
+}
+
+// recheckStreamAuth ends the stream (cancel) once its user is disabled or
+// deleted or logged out after the token was issued.
+func (s *server) recheckStreamAuth(ctx context.Context, cancel context.CancelCauseFunc, userID string, issued time.Time) {
+	t := time.NewTicker(streamAuthRecheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			rctx, rcancel := context.WithTimeout(ctx, backendTimeout)
+			u, err := s.store.Users.ByID(rctx, userID)
+			rcancel()
+			switch {
+			case errors.Is(err, store.ErrNotFound), err == nil && u.Disabled,
+				err == nil && u.TokensValidAfter != nil && issued.Before(*u.TokensValidAfter):
+				cancel(errors.New(endTokenRevoked))
+				return
+			}
+		}
+	}
+}
+
+// sseFrame is e in the text/event-stream format.
+func sseFrame(e events.Event) ([]byte, error) {
+	var data any
+	switch e.Kind {
+	case events.KindRequest:
+		v := viewOf(e.Request, e.Position)
+		v.ETA = e.ETA
+		data = v
+	case events.KindPositions:
+		data = gin.H{"positions": e.Positions}
+	case events.KindSession:
+		data = sessionEvent(*e.Session)
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s event: %w", e.Kind, err)
+	}
+	return fmt.Appendf(nil, "id: %s\nevent: %s\ndata: %s\n\n", e.ID, e.Kind, b), nil
+}
+
+// sessionEvent is the data of a session event: GET /v1/session's answer
+// without the queue (request events carry it).
+func sessionEvent(st models.SessionState) gin.H {
+	return gin.H{"state": st.State, "paused": st.Paused, "policy": st.Policy, "queue_length": st.QueueLength,
+		"running": st.Running, "processed": st.Processed, "failed": st.Failed}
+}
+
+func endFrame(reason string) []byte {
+	return fmt.Appendf(nil, "event: end\ndata: {\"reason\":%q}\n\n", reason)
+}

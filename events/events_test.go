@@ -1,0 +1,233 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
+)
+
+// fakeStore is an in-memory Store (a unit-test fake; the end-to-end tests in
+// tests/ run the watcher on the real store).
+type fakeStore struct {
+	q      store.Queue
+	places map[int64]store.Placed
+	reads  int
+}
+
+func newFake() *fakeStore {
+	return &fakeStore{q: store.Queue{UserID: "u"}, places: map[int64]store.Placed{}}
+}
+
+func (f *fakeStore) Queue(context.Context, string) (store.Queue, error) { return f.q, nil }
+
+func (f *fakeStore) Window(_ context.Context, _ string, from, hint int64, limit int) ([]store.Placed, int64, error) {
+	from = max(from, 1)
+	top := from - 1
+	var out []store.Placed
+	for s := from; s < from+int64(limit); s++ {
+		f.reads++
+		p, ok := f.places[s]
+		if !ok {
+			break
+		}
+		out = append(out, p)
+		top = s
+	}
+	return out, top, nil
+}
+
+var t0 = time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+
+func (f *fakeStore) add(typ string, at time.Time) string {
+	seq := f.q.Tail + 1
+	id := models.RequestID("u", seq)
+	f.places[seq] = store.Placed{Place: seq, Request: models.Request{ID: id, UserID: "u", Seq: seq, Type: typ, Status: models.StatusQueued, EnqueuedAt: at}}
+	f.q.Tail = seq
+	f.q.Rev++
+	return id
+}
+
+func (f *fakeStore) set(seq int64, st models.Status, at time.Time, attempts int) {
+	p := f.places[seq]
+	p.Status, p.Attempts = st, attempts
+	switch {
+	case st == models.StatusRunning:
+		p.StartedAt = &at
+	case st.Final():
+		p.FinishedAt = &at
+	}
+	f.places[seq] = p
+	f.q.Rev++
+}
+
+type recorder struct{ evs []Event }
+
+func (r *recorder) emit(e Event) error { r.evs = append(r.evs, e); return nil }
+
+func (r *recorder) take() []Event { e := r.evs; r.evs = nil; return e }
+
+func describe(evs []Event) []string {
+	var out []string
+	for _, e := range evs {
+		switch e.Kind {
+		case KindRequest:
+			out = append(out, fmt.Sprintf("%d:%s@%d", e.Request.Seq, e.Request.Status, e.Position))
+		case KindPositions:
+			for _, p := range e.Positions {
+				out = append(out, fmt.Sprintf("pos %s=%d", p.ID[len(p.ID)-1:], p.Position))
+			}
+		case KindSession:
+			out = append(out, "session "+e.Session.State)
+		}
+	}
+	return out
+}
+
+func same(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+func TestWatcherFollowsStartsFinishesAndCancels(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 4 {
+		f.add("sleep", now)
+	}
+	f.set(1, models.StatusRunning, now, 1)
+	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, func(context.Context, string) (models.SessionState, error) {
+		return models.SessionState{State: models.SessionOpen}, nil
+	}, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	if err := w.start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "first", describe(rec.take()), "1:running@0", "2:queued@1", "3:queued@2", "4:queued@3", "session open")
+
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "nothing moved", describe(rec.take()))
+
+	now = now.Add(time.Second)
+	f.set(1, models.StatusSucceeded, now, 1)
+	f.set(2, models.StatusRunning, now, 1)
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "a finish and a start", describe(rec.take()), "1:succeeded@0", "2:running@0", "pos 3=1", "pos 4=2")
+
+	// A cancel of the last: only Scan says it may be anywhere.
+	f.set(4, models.StatusCancelled, now, 0)
+	f.q.Scan++
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "a cancel", describe(rec.take()), "4:cancelled@0")
+
+	f.add("echo", now)
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "a new request", describe(rec.take()), "5:queued@2")
+
+	// Attempts of the running one.
+	f.set(2, models.StatusRunning, now, 2)
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "a retry", describe(rec.take()), "2:running@0")
+
+	// Requests started and finished between two polls: each state told.
+	f.set(2, models.StatusSucceeded, now, 2)
+	f.set(3, models.StatusRunning, now, 1)
+	f.set(3, models.StatusSucceeded, now, 1)
+	f.set(5, models.StatusRunning, now, 1)
+	f.set(5, models.StatusSucceeded, now, 1)
+	if err := w.Poll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "between polls", describe(rec.take()), "2:succeeded@0", "3:running@0", "3:succeeded@0", "5:running@0", "5:succeeded@0")
+}
+
+func TestResumeSendsWhatChangedWhileAway(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 3 {
+		f.add("echo", now)
+	}
+	w := NewWatcher(Config{Now: func() time.Time { return now }, Grace: time.Second}, f, nil, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	if err := w.start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	evs := rec.take()
+	last, ok := ParseCursor(evs[len(evs)-1].ID)
+	if !ok || last.Floor != 1 {
+		t.Fatalf("cursor %q", evs[len(evs)-1].ID)
+	}
+	// Away for a minute: 1 ran and finished, 2 runs.
+	now = now.Add(time.Minute)
+	f.set(1, models.StatusRunning, now.Add(-30*time.Second), 1)
+	f.set(1, models.StatusSucceeded, now.Add(-20*time.Second), 1)
+	f.set(2, models.StatusRunning, now.Add(-10*time.Second), 1)
+
+	// The client's last event came 5 s after the requests were accepted.
+	last.At = t0.Add(5 * time.Second)
+	w2 := NewWatcher(Config{Now: func() time.Time { return now }, Grace: time.Second}, f, nil, "u")
+	w2.emit = rec.emit
+	if err := w2.start(context.Background(), &last); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "resumed", describe(rec.take()), "1:running@0", "1:succeeded@0", "2:running@0", "3:queued@1")
+
+	// A cursor after everything: only what is live again, nothing finished.
+	cur, _ := ParseCursor(Cursor{Floor: 2, At: now.Add(time.Hour)}.String())
+	w3 := NewWatcher(Config{Now: func() time.Time { return now }, Grace: time.Second}, f, nil, "u")
+	w3.emit = rec.emit
+	if err := w3.start(context.Background(), &cur); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "resumed late", describe(rec.take()), "2:running@0", "3:queued@1")
+}
+
+func TestCursorRoundTripsAndRejectsJunk(t *testing.T) {
+	c := Cursor{Floor: 42, At: time.UnixMilli(1764756000123)}
+	got, ok := ParseCursor(c.String())
+	if !ok || got.Floor != 42 || !got.At.Equal(c.At) {
+		t.Fatalf("round trip %v %v", got, ok)
+	}
+	for _, s := range []string{"", "1", "x.1", "1.x", "0.5", "-1.5", "1.0"} {
+		if _, ok := ParseCursor(s); ok {
+			t.Errorf("%q parsed", s)
+		}
+	}
+}
+
+func TestEstimatorTakesTheMedianPerTypeThenOverall(t *testing.T) {
+	e := NewEstimator()
+	if d := e.Duration("sleep"); d != DefaultEstimate {
+		t.Fatalf("empty: %v", d)
+	}
+	for i, ms := range []int{100, 300, 200, 5000} {
+		start := t0
+		end := start.Add(time.Duration(ms) * time.Millisecond)
+		r := models.Request{ID: fmt.Sprint(i), Type: "sleep", Status: models.StatusSucceeded, StartedAt: &start, FinishedAt: &end}
+		e.Observe(r)
+		e.Observe(r) // counted once
+	}
+	if d := e.Duration("sleep"); d != 250*time.Millisecond {
+		t.Errorf("median of 100,200,300,5000 = %v, want 250ms", d)
+	}
+	if d := e.Duration("echo"); d != 250*time.Millisecond {
+		t.Errorf("unseen type takes the overall median: %v", d)
+	}
+}
