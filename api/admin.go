@@ -331,38 +331,9 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 		if s.signalRateLimited(c, r.UserID) {
 			return
 		}
-		// Already queued: either it waits in its session (nothing to do:
-		// 409), or an earlier requeue stopped before its inbox entry was
-		// written and this retry must write it.
-		if r.Status == models.StatusQueued {
-			st, err := s.sessions.State(ctx, r.UserID)
-			if err != nil {
-				fail(c, err)
-				return
-			}
-			for _, e := range st.Queue {
-				if e.ID == r.ID {
-					fail(c, errConflict("not_requeueable", "the request is already waiting in its queue"))
-					return
-				}
-			}
-		} else {
-			err = s.store.Requests.Requeue(ctx, r.ID)
-			if errors.Is(err, store.ErrConflict) {
-				fail(c, errConflict("not_requeueable", "only a failed or cancelled request can be requeued"))
-				return
-			} else if err != nil {
-				fail(c, fmt.Errorf("requeue: %w", err))
-				return
-			}
-		}
-		if err := s.inbox.Requeue(ctx, r); err != nil {
-			fail(c, fmt.Errorf("requeue entry (retry the requeue): %w", err))
-			return
-		}
-		r, err = s.store.Requests.Get(ctx, "", r.ID)
+		r, err = s.requeue(ctx, r)
 		if err != nil {
-			fail(c, fmt.Errorf("reload request: %w", err))
+			fail(c, err)
 			return
 		}
 		c.Set("request_id", r.ID)
@@ -370,6 +341,40 @@ func (s *server) handleAdminRequeue() gin.HandlerFunc {
 			"workflow_id", models.SessionWorkflowID(r.UserID))
 		c.JSON(http.StatusAccepted, adminViewOf(r, 0))
 	}
+}
+
+// requeue puts failed or cancelled request r back at the end of its
+// owner's queue and returns it as it is now.
+func (s *server) requeue(ctx context.Context, r *models.Request) (*models.Request, error) {
+	// Already queued: either it waits in its session (nothing to do:
+	// 409), or an earlier requeue stopped before its inbox entry was
+	// written and this retry must write it.
+	if r.Status == models.StatusQueued {
+		st, err := s.sessions.State(ctx, r.UserID)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range st.Queue {
+			if e.ID == r.ID {
+				return nil, errConflict("not_requeueable", "the request is already waiting in its queue")
+			}
+		}
+	} else {
+		err := s.store.Requests.Requeue(ctx, r.ID)
+		if errors.Is(err, store.ErrConflict) {
+			return nil, errConflict("not_requeueable", "only a failed or cancelled request can be requeued")
+		} else if err != nil {
+			return nil, fmt.Errorf("requeue: %w", err)
+		}
+	}
+	if err := s.inbox.Requeue(ctx, r); err != nil {
+		return nil, fmt.Errorf("requeue entry (retry the requeue): %w", err)
+	}
+	r, err := s.store.Requests.Get(ctx, "", r.ID)
+	if err != nil {
+		return nil, fmt.Errorf("reload request: %w", err)
+	}
+	return r, nil
 }
 
 func (s *server) handleAdminListUsers() gin.HandlerFunc {

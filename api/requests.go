@@ -410,6 +410,35 @@ func (s *server) handleCancelRequest() gin.HandlerFunc {
 	}
 }
 
+func (s *server) handleRequeueRequest() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		u := currentUser(c)
+		if s.signalRateLimited(c, u.ID) {
+			return
+		}
+		ctx, cancel := backendCtx(c)
+		defer cancel()
+		r, err := s.store.Requests.Get(ctx, u.ID, c.Param("id"))
+		if errors.Is(err, store.ErrNotFound) {
+			fail(c, errNotFound("no such request"))
+			return
+		} else if err != nil {
+			fail(c, fmt.Errorf("get request: %w", err))
+			return
+		}
+		if r, err = s.requeue(ctx, r); err != nil {
+			fail(c, err)
+			return
+		}
+		c.Set("request_id", r.ID)
+		c.JSON(http.StatusAccepted, viewOf(r, 0))
+	}
+}
+
+func (s *server) handleListTypes() gin.HandlerFunc {
+	return func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"types": s.cfg.Types.Types()}) }
+}
+
 // cancelQueued cancels userID's queued request id.
 func (s *server) cancelQueued(ctx context.Context, userID, id string) (*models.Request, error) {
 	r, err := s.store.Requests.CancelQueued(ctx, userID, id, s.now())

@@ -29,6 +29,8 @@ func (s *server) routes(r *gin.Engine) {
 	user.GET("/requests", s.handleListRequests())
 	user.GET("/requests/:id", s.handleGetRequest())
 	user.DELETE("/requests/:id", s.handleCancelRequest())
+	user.POST("/requests/:id/requeue", s.handleRequeueRequest())
+	user.GET("/types", s.handleListTypes())
 	user.GET("/session", s.handleGetSession())
 	user.DELETE("/session", s.handleCloseSession())
 	user.GET("/events", s.handleEvents())

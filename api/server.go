@@ -42,10 +42,11 @@ type Sessions interface {
 	CountSessions(ctx context.Context, f starter.SessionFilter) (int64, error)
 }
 
-// TypeValidator checks a request type and payload before they are queued;
-// *activities.Registry implements it.
+// TypeValidator checks a request type and payload before they are queued
+// and lists the types; *activities.Registry implements it.
 type TypeValidator interface {
 	Validate(typ string, payload json.RawMessage) error
+	Types() []string
 }
 
 // Config holds the API's limits and collaborators. Zero limits take the

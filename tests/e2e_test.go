@@ -3,6 +3,7 @@ package tests
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -403,5 +404,30 @@ func TestE2E_HealthReadinessAndSpec(t *testing.T) {
 		if !strings.Contains(string(r.body), path) {
 			t.Fatalf("openapi.yaml lacks %s", path)
 		}
+	}
+}
+
+func TestE2E_UserRequeuesTheirCancelledRequest(t *testing.T) {
+	c := newUser(t)
+	long := c.submit("sleep", map[string]int{"ms": 800})
+	x := c.submit("echo", map[string]string{"again": "yes"})
+	c.mustDo("DELETE", "/v1/requests/"+x.ID, nil, 200, nil)
+	c.waitStatus(long.ID, "succeeded")
+	if got := c.get(x.ID); got.Status != "cancelled" {
+		t.Fatalf("cancelled request ran: %+v", got)
+	}
+	var r request
+	c.mustDo("POST", "/v1/requests/"+x.ID+"/requeue", nil, 202, &r)
+	if r.Status != "queued" {
+		t.Fatalf("requeued: %+v", r)
+	}
+	c.waitStatus(x.ID, "succeeded")
+	if r := c.do("POST", "/v1/requests/"+x.ID+"/requeue", nil); r.status != 409 || r.errorCode() != "not_requeueable" {
+		t.Errorf("requeue of a succeeded request: %d %s", r.status, r.body)
+	}
+	var types struct{ Types []string }
+	c.mustDo("GET", "/v1/types", nil, 200, &types)
+	if !slices.Contains(types.Types, "sleep") || !slices.Contains(types.Types, "echo") {
+		t.Errorf("types %v", types.Types)
 	}
 }

@@ -282,6 +282,14 @@ var routeCases = map[string]routeCase{
 	}},
 	"GET /v1/requests/:id":    {access: "user"},
 	"DELETE /v1/requests/:id": {access: "user"},
+	"POST /v1/requests/:id/requeue": {access: "user", check: func(t *testing.T, w *walk, path string) {
+		r := w.alice.do("POST", path, nil)
+		if r.status != 404 {
+			t.Errorf("alice requeueing bob's request: %d %s", r.status, r.body)
+		}
+		w.noLeak(t, "POST "+path, r)
+	}},
+	"GET /v1/types": {access: "user"},
 	"GET /v1/session": {access: "user", check: func(t *testing.T, w *walk, path string) {
 		var st models.SessionState
 		r := w.alice.mustDo("GET", path+"?user_id="+w.bob.userID, nil, 200, &st)
