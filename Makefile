@@ -53,6 +53,7 @@ bench-peer:
 ## tools: test tools from outside Go (promtool for the deployment checks)
 tools:
 	./docker/install-promtool.sh
+	./scripts/install-chromium.sh
 
 ## bench-compare: naive path vs default on two fresh single-process systems, with the ratio
 bench-compare:

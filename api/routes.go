@@ -12,6 +12,8 @@ func (s *server) routes(r *gin.Engine) {
 		fail(c, apiError{405, "method_not_allowed", "method not allowed on this route"})
 	})
 
+	r.GET("/", handleWeb("index.html"))
+	r.GET("/web/*file", handleWeb(""))
 	r.GET("/healthz", s.handleHealthz())
 	r.GET("/readyz", s.handleReadyz())
 	r.GET("/openapi.yaml", s.handleOpenAPI())
