@@ -8,9 +8,12 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
+
 	"github.com/google/uuid"
+	"github.com/turnstile/turnstile/events"
 
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
@@ -92,7 +95,34 @@ func (s *server) sessionState(ctx context.Context, userID string) (models.Sessio
 			st.Policy = q.Policy
 		}
 	}
+	if len(st.Queue) > 0 || st.Running != nil {
+		if eta, err := s.estimates(ctx, st.UserID); err == nil {
+			for i := range st.Queue {
+				st.Queue[i].ETA = at(eta, st.Queue[i].ID)
+			}
+			if st.Running != nil {
+				st.Running.ETA = at(eta, st.Running.ID)
+			}
+		}
+	}
 	return st, nil
+}
+
+// etaPlaces bounds the places one estimate reads (one read each): the
+// requests beyond show no ETA in GET /v1/session and GET /v1/requests/:id.
+const etaPlaces = 200
+
+// estimates are the estimated starts (and the running request's finish)
+// of userID's requests, by ID; see events.Estimator.
+func (s *server) estimates(ctx context.Context, userID string) (map[string]time.Time, error) {
+	return events.Estimates(ctx, eventSource{s.store}, userID, etaPlaces)
+}
+
+func at(m map[string]time.Time, id string) *time.Time {
+	if t, ok := m[id]; ok {
+		return &t
+	}
+	return nil
 }
 
 // setPaused pauses or resumes userID's queue: stored first, so their next

@@ -307,7 +307,13 @@ func (s *server) handleGetRequest() gin.HandlerFunc {
 			fail(c, fmt.Errorf("get request: %w", err))
 			return
 		}
-		c.JSON(http.StatusOK, viewOf(r, s.position(ctx, r)))
+		v := viewOf(r, s.position(ctx, r))
+		if r.Status == models.StatusQueued || r.Status == models.StatusRunning {
+			if eta, err := s.estimates(ctx, u.ID); err == nil {
+				v.ETA = at(eta, r.ID)
+			}
+		}
+		c.JSON(http.StatusOK, v)
 	}
 }
 

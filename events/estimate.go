@@ -1,6 +1,7 @@
 package events
 
 import (
+	"context"
 	"slices"
 	"time"
 
@@ -95,4 +96,24 @@ func median(s []time.Duration) time.Duration {
 		return c[n/2]
 	}
 	return (c[n/2-1] + c[n/2]) / 2
+}
+
+// Estimates reads userID's requests once and returns the estimated start
+// of each waiting one and the estimated finish of the running one, by
+// request ID, for the first limit places from the first not yet handled
+// (a bound on the reads: one per place, plus a few finished ones for the
+// estimator). It is the watcher's view without the stream.
+func Estimates(ctx context.Context, s Store, userID string, limit int) (map[string]time.Time, error) {
+	w := NewWatcher(Config{Window: limit}, s, nil, userID)
+	w.emit = func(Event) error { return nil }
+	if err := w.start(ctx, nil); err != nil {
+		return nil, err
+	}
+	out := make(map[string]time.Time, len(w.items))
+	for id, it := range w.items {
+		if it.eta != nil {
+			out[id] = *it.eta
+		}
+	}
+	return out, nil
 }

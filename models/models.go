@@ -219,6 +219,8 @@ type QueueEntry struct {
 	Type       string    `json:"type"`
 	Position   int       `json:"position"`
 	EnqueuedAt time.Time `json:"enqueued_at"`
+	// ETA is the estimated start, filled in by the API (not the session).
+	ETA *time.Time `json:"eta,omitempty"`
 }
 
 // RunningEntry is the request a session is executing.
@@ -226,6 +228,8 @@ type RunningEntry struct {
 	ID        string    `json:"id"`
 	Type      string    `json:"type"`
 	StartedAt time.Time `json:"started_at"`
+	// ETA is the estimated finish, filled in by the API (not the session).
+	ETA *time.Time `json:"eta,omitempty"`
 }
 
 // SessionState is the answer to QueryState.

@@ -328,3 +328,45 @@ func TestEvents_EachUserHasABoundedNumberOfStreams(t *testing.T) {
 		t.Errorf("a junk Last-Event-ID: %d %s", r.status, r.body)
 	}
 }
+
+func TestETA_RequestAndSessionShowEstimates(t *testing.T) {
+	c := newUser(t)
+	// History for the estimator: two 300 ms sleeps.
+	for range 2 {
+		c.waitStatus(c.submit("sleep", map[string]int{"ms": 300}).ID, "succeeded")
+	}
+	run := c.submit("sleep", map[string]int{"ms": 1500})
+	c.waitStatus(run.ID, "running")
+	c.submit("sleep", map[string]int{"ms": 300})
+	w2 := c.submit("sleep", map[string]int{"ms": 300})
+	var got struct {
+		request
+		ETA *time.Time `json:"eta"`
+	}
+	c.mustDo("GET", "/v1/requests/"+w2.ID, nil, 200, &got)
+	if got.Status != "queued" || got.ETA == nil {
+		t.Fatalf("queued request without an eta: %+v", got)
+	}
+	// Behind a 1.5 s run that an estimator of 300 ms runs takes as ending
+	// at its start + 300 ms (or now), and one 300 ms request: within a
+	// second or so from now.
+	if d := time.Until(*got.ETA); d < 0 || d > 2*time.Second {
+		t.Errorf("eta of the second waiting request %v from now", d)
+	}
+	var st models.SessionState
+	c.mustDo("GET", "/v1/session", nil, 200, &st)
+	if st.Running == nil || st.Running.ETA == nil {
+		t.Errorf("session's running request without an eta: %+v", st.Running)
+	}
+	var etas []time.Time
+	for _, e := range st.Queue {
+		if e.ETA == nil {
+			t.Errorf("queue entry %s without an eta", e.ID)
+			continue
+		}
+		etas = append(etas, *e.ETA)
+	}
+	if len(etas) == 2 && !etas[0].Before(etas[1]) {
+		t.Errorf("etas not in queue order: %v", etas)
+	}
+}

@@ -29,7 +29,7 @@ const (
 	sessionsEmpty = `{"sessions":[],"next_cursor":null}`
 
 	sessionAda = `{"user_id":"u-ada","email":"ada@example.com","state":"open","paused":false,"policy":"continue","queue_length":2,
-		"queue":[{"id":"r-q1","type":"echo","position":1,"enqueued_at":"2026-05-01T10:01:00Z"},{"id":"r-q2","type":"sleep","position":2,"enqueued_at":"2026-05-01T10:02:00Z"}],
+		"queue":[{"id":"r-q1","type":"echo","position":1,"enqueued_at":"2026-05-01T10:01:00Z"},{"id":"r-q2","type":"sleep","position":2,"enqueued_at":"2026-05-01T10:02:00Z","eta":"2030-01-01T00:00:00Z"}],
 		"running":{"id":"r-run","type":"http","started_at":"2026-05-01T10:00:30Z"},"processed":41,"failed":3}`
 	sessionIdle = `{"user_id":"u-idle","email":"idle@example.com","state":"open","paused":false,"policy":"pause","queue_length":0,"queue":[],"running":null,"processed":5,"failed":0}`
 

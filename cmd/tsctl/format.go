@@ -40,6 +40,21 @@ func (c *cli) when(t time.Time) string {
 	return t.Local().Format(timeLayout) + " (" + c.ago(t) + ")"
 }
 
+// eta shows an estimated time to come: "in 12s", "in 3m05s", or "any
+// moment" once it is due.
+func (c *cli) eta(t time.Time) string {
+	d := t.Sub(c.now()).Round(time.Second)
+	switch {
+	case d <= 0:
+		return "any moment"
+	case d < time.Minute:
+		return fmt.Sprintf("in %ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("in %dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return "at " + t.Local().Format(timeLayout)
+}
+
 // whenPtr is when for an optional time.
 func (c *cli) whenPtr(t *time.Time) string {
 	if t == nil {

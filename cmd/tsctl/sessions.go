@@ -308,6 +308,9 @@ func (c *cli) printSession(raw []byte, done string) error {
 	running := "nothing"
 	if r := s.Running; r != nil {
 		running = fmt.Sprintf("%s  %s  started %s", r.ID, r.Type, c.when(r.StartedAt))
+		if r.ETA != nil {
+			running += ", estimated finish " + c.eta(*r.ETA)
+		}
 	}
 	fmt.Fprintf(tw, "Running:\t%s\n", running)
 	if err := tw.Flush(); err != nil {
@@ -324,9 +327,13 @@ func (c *cli) printSession(raw []byte, done string) error {
 		fmt.Fprintf(c.stdout, "Queue: %d waiting:\n", s.QueueLength)
 	}
 	tw = table(c.stdout)
-	fmt.Fprintln(tw, "POSITION\tREQUEST ID\tTYPE\tENQUEUED")
+	fmt.Fprintln(tw, "POSITION\tREQUEST ID\tTYPE\tENQUEUED\tESTIMATED START")
 	for _, e := range s.Queue {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", e.Position, e.ID, e.Type, c.when(e.EnqueuedAt))
+		start := "-"
+		if e.ETA != nil {
+			start = c.eta(*e.ETA)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", e.Position, e.ID, e.Type, c.when(e.EnqueuedAt), start)
 	}
 	return tw.Flush()
 }

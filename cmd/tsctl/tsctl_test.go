@@ -331,8 +331,8 @@ func TestWithFakeAPI_SessionsShowTable(t *testing.T) {
 		`(?m)^User:\s+u-ada$`, `(?m)^Email:\s+ada@example\.com$`, `(?m)^State:\s+open$`, `(?m)^Paused:\s+no$`,
 		`(?m)^Policy:\s+continue \(`, `(?m)^Processed:\s+41$`, `(?m)^Failed:\s+3$`,
 		`(?m)^Running:\s+r-run\s+http\s+started 2026-05-01 \d\d:\d\d:30 \(`,
-		`(?m)^Queue: 2 waiting:$`, `(?m)^POSITION\s+REQUEST ID\s+TYPE\s+ENQUEUED$`,
-		`(?m)^1\s+r-q1\s+echo\s+2026-05-01 `, `(?m)^2\s+r-q2\s+sleep\s+2026-05-01 `,
+		`(?m)^Queue: 2 waiting:$`, `(?m)^POSITION\s+REQUEST ID\s+TYPE\s+ENQUEUED\s+ESTIMATED START$`,
+		`(?m)^1\s+r-q1\s+echo\s+2026-05-01 .*\)\s+-$`, `(?m)^2\s+r-q2\s+sleep\s+2026-05-01 .*\)\s+at 2030-01-01 `,
 	} {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no %s in\n%s", want, out)
