@@ -299,12 +299,9 @@ func (s *server) handleGetRequest() gin.HandlerFunc {
 		u := currentUser(c)
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		r, err := s.store.Requests.Get(ctx, u.ID, c.Param("id"))
-		if errors.Is(err, store.ErrNotFound) {
-			fail(c, errNotFound("no such request"))
-			return
-		} else if err != nil {
-			fail(c, fmt.Errorf("get request: %w", err))
+		r, err := s.ownRequest(ctx, u.ID, c.Param("id"))
+		if err != nil {
+			fail(c, err)
 			return
 		}
 		v := viewOf(r, s.position(ctx, r))
@@ -416,6 +413,17 @@ func (s *server) handleCancelRequest() gin.HandlerFunc {
 	}
 }
 
+// ownRequest is userID's request id; anyone else's is 404, like a missing one.
+func (s *server) ownRequest(ctx context.Context, userID, id string) (*models.Request, error) {
+	r, err := s.store.Requests.Get(ctx, userID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNotFound("no such request")
+	} else if err != nil {
+		return nil, fmt.Errorf("get request: %w", err)
+	}
+	return r, nil
+}
+
 func (s *server) handleRequeueRequest() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		u := currentUser(c)
@@ -424,12 +432,9 @@ func (s *server) handleRequeueRequest() gin.HandlerFunc {
 		}
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		r, err := s.store.Requests.Get(ctx, u.ID, c.Param("id"))
-		if errors.Is(err, store.ErrNotFound) {
-			fail(c, errNotFound("no such request"))
-			return
-		} else if err != nil {
-			fail(c, fmt.Errorf("get request: %w", err))
+		r, err := s.ownRequest(ctx, u.ID, c.Param("id"))
+		if err != nil {
+			fail(c, err)
 			return
 		}
 		if r, err = s.requeue(ctx, r); err != nil {
