@@ -93,8 +93,12 @@ func (s *server) closeSession(ctx context.Context, userID string) error {
 	if err := s.sessions.Close(ctx, userID, through); err != nil {
 		return err
 	}
-	// Event streams read the session's state again (best effort: they
-	// also read it now and then).
-	_ = s.store.Queues.Touch(ctx, userID, store.ChangeSteer, s.now())
+	// Event streams read the session's state again: best effort (they also
+	// read it now and then), and off the answer's path.
+	go func() {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backendTimeout)
+		defer cancel()
+		_ = s.store.Queues.Touch(tctx, userID, store.ChangeSteer, s.now())
+	}()
 	return nil
 }

@@ -48,6 +48,11 @@ type scenario struct {
 	Rate float64 `json:"rate,omitempty"`
 	// Mode is the Turnstile-Execution header: "" (default) or "naive".
 	Mode string `json:"mode,omitempty"`
+	// SleepMix, for type sleep, cycles the requests' ms through these.
+	SleepMix []int `json:"sleep_mix,omitempty"`
+	// Watch keeps a GET /v1/events stream open for each of the first
+	// Watch users while the scenario runs (-watch).
+	Watch int `json:"watch,omitempty"`
 }
 
 func (s scenario) mode() string {
@@ -67,6 +72,8 @@ var standard = []scenario{
 	{Name: "idle-sessions", Users: 10000, PerUser: 1, Batch: 1, Type: "echo", Concurrency: 32},
 	// The enqueue target: 500 submissions a second offered for 10 s.
 	{Name: "enqueue-500", Users: 200, PerUser: 25, Batch: 1, Type: "echo", Concurrency: 32, Rate: 500},
+	// ETA accuracy: one user's queue of mixed sleeps, watched.
+	{Name: "eta-mixed", Users: 1, PerUser: 30, Batch: 1, Type: "sleep", SleepMix: []int{100, 300, 700}, Concurrency: 1, Watch: 1},
 	// Per-user reads as the store grows to 100,000 requests (runStoreGrowth;
 	// -scale scales the size; no naive run).
 	{Name: "store-growth", Users: 50, PerUser: growthTarget / 50, Batch: 100, Type: "echo", Concurrency: 8},
@@ -91,6 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	reuse := fs.String("run-id", "", "reuse the users of an earlier run with this ID (printed at the start) instead of registering new ones")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	peerPath := fs.String("peer", "", "a peer run's JSON (make bench-peer writes bin/peer.json): print Turnstile's completed/s beside it, with the ratio; it must be from the last 2 hours")
+	watchN := fs.Int("watch", 0, "keep a GET /v1/events stream open for each of the first N users of every scenario, and report event latency and ETA accuracy")
 	metricsURLs := fs.String("metrics", "", "comma-separated Prometheus endpoints whose turnstile_deliveries_total counts the delivery signals (default: the API's /metrics; add each worker's when they run apart)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -108,6 +116,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if *scale != 1 && sc.Users > 1 {
 				sc.Users = max(1, int(float64(sc.Users)**scale))
 			}
+			sc.Watch = max(sc.Watch, *watchN)
 			todo = append(todo, sc)
 		}
 	}
@@ -168,6 +177,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	printTable(stdout, results)
 	printRatios(stdout, results)
+	printEvents(stdout, results)
 	printGrowth(stdout, growth)
 	if *peerPath != "" {
 		if p, err := readPeer(*peerPath, 2*time.Hour); err != nil {

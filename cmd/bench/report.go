@@ -28,6 +28,30 @@ type result struct {
 	Problems   []string          `json:"problems"`            // lost, out of order, overlapping
 	Throttled  int64             `json:"throttled"`           // 429s waited out during submission
 	RSS        map[string]string `json:"rss,omitempty"`       // pid → resident memory after the scenario
+	// With -watch: the event streams open during the run, the running and
+	// finished events they received and how long after the change, and
+	// the median absolute error of each request's first estimated start.
+	Streams         int           `json:"streams,omitempty"`
+	StreamErrors    int           `json:"stream_errors,omitempty"`
+	Events          int           `json:"events,omitempty"`
+	EventP50        time.Duration `json:"event_latency_p50,omitempty"`
+	EventP99        time.Duration `json:"event_latency_p99,omitempty"`
+	ETAs            int           `json:"etas,omitempty"`
+	ETAErrorP50     time.Duration `json:"eta_abs_error_p50,omitempty"`      // of the first estimate (at acceptance)
+	ETALastErrorP50 time.Duration `json:"eta_last_abs_error_p50,omitempty"` // of the last before the start
+}
+
+// printEvents prints the event-stream figures of the runs that watched.
+func printEvents(w io.Writer, results []result) {
+	for _, r := range results {
+		if r.Streams == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "events %s (%s): %d streams (%d failed), %d events, change→client p50 %s p99 %s; estimated start's median absolute error: first (at acceptance) %s, last before the start %s, over %d requests\n",
+			r.Scenario.Name, r.Scenario.mode(), r.Streams, r.StreamErrors, r.Events,
+			r.EventP50.Round(time.Millisecond), r.EventP99.Round(time.Millisecond),
+			r.ETAErrorP50.Round(time.Millisecond), r.ETALastErrorP50.Round(time.Millisecond), r.ETAs)
+	}
 }
 
 func analyse(sc scenario, users []*user, submitTime time.Duration) result {

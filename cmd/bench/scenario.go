@@ -48,6 +48,13 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 		}
 	}
 	fmt.Fprintf(progress, "   %d users ready\n", sc.Users)
+	var watching *watchers
+	if sc.Watch > 0 {
+		watching = watch(ctx, c, users, sc.Watch)
+		if err := sleep(ctx, time.Second); err != nil { // the streams connect
+			return result{}, err
+		}
+	}
 
 	throttledBefore := throttled.Load()
 	signalsBefore, signalsErr := c.signalsSent(ctx, c.metrics)
@@ -153,6 +160,9 @@ func runScenario(ctx context.Context, c *client, runID string, sc scenario, prog
 		return result{}, fmt.Errorf("read back: %w", err)
 	}
 	res := analyse(sc, users, submitTime)
+	if watching != nil {
+		watching.stop(&res, users)
+	}
 	res.Throttled = throttled.Load() - throttledBefore
 	res.Signals = -1
 	if signalsAfter, err := c.signalsSent(ctx, c.metrics); err == nil && signalsErr == nil && res.Requests > 0 {
@@ -180,7 +190,11 @@ func failedSubmission(ctx context.Context, err error) bool {
 
 func item(sc scenario, userIdx, k int) map[string]any {
 	if sc.Type == "sleep" {
-		return map[string]any{"type": "sleep", "payload": map[string]int{"ms": sc.SleepMS}}
+		ms := sc.SleepMS
+		if len(sc.SleepMix) > 0 {
+			ms = sc.SleepMix[k%len(sc.SleepMix)]
+		}
+		return map[string]any{"type": "sleep", "payload": map[string]int{"ms": ms}}
 	}
 	return map[string]any{"type": sc.Type, "payload": map[string]int{"u": userIdx, "k": k}}
 }
