@@ -301,13 +301,17 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		if changed, err = w.readHead(ctx); err != nil {
 			return err
 		}
-		// New entries; the tail hint may lag, so this reads past it too.
-		placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, w.cfg.Window)
-		if err != nil {
-			return fmt.Errorf("events: read new requests: %w", err)
+		// New entries, once the tail hint moved past what was read (a
+		// submission raises it before its 202; a hint that lags is made up
+		// by the full read every LookAgain).
+		if q.Tail > w.top {
+			placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, w.cfg.Window)
+			if err != nil {
+				return fmt.Errorf("events: read new requests: %w", err)
+			}
+			changed = append(changed, w.apply(placed)...)
+			w.top = max(w.top, top)
 		}
-		changed = append(changed, w.apply(placed)...)
-		w.top = max(w.top, top)
 	}
 	moved := w.settle()
 	for _, ch := range changed {
@@ -333,8 +337,9 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	return w.readSession(ctx, force)
 }
 
-// headChunk is how many places past the floor one head read takes.
-const headChunk = 8
+// headChunk is how many places past the floor one head read takes: the
+// running request and the next, mostly.
+const headChunk = 2
 
 // readHead reads from the floor up to the first request still waiting as
 // it was: starts and finishes happen in place order, so nothing after it
