@@ -11,10 +11,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-
 	"github.com/google/uuid"
-	"github.com/turnstile/turnstile/events"
 
+	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
@@ -71,7 +70,7 @@ type adminSession struct {
 }
 
 func (s *server) sessionOf(ctx context.Context, u *models.User) (adminSession, error) {
-	st, err := s.sessionState(ctx, u.ID)
+	st, err := s.sessionView(ctx, u.ID)
 	if err != nil {
 		return adminSession{}, err
 	}
@@ -94,6 +93,17 @@ func (s *server) sessionState(ctx context.Context, userID string) (models.Sessio
 		if q.Policy.Valid() {
 			st.Policy = q.Policy
 		}
+	}
+	return st, nil
+}
+
+// sessionView is sessionState with the estimated start of each waiting
+// request and the running one's estimated finish, as the session routes
+// answer it.
+func (s *server) sessionView(ctx context.Context, userID string) (models.SessionState, error) {
+	st, err := s.sessionState(ctx, userID)
+	if err != nil {
+		return st, err
 	}
 	if len(st.Queue) > 0 || st.Running != nil {
 		if eta, err := s.estimates(ctx, st.UserID); err == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store"
@@ -72,12 +73,7 @@ const (
 func (s *server) handleEvents() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		u := currentUser(c)
-		token, _ := bearerToken(c.GetHeader("Authorization"))
-		claims, err := s.cfg.Tokens.Parse(token) // verified by requireUser
-		if err != nil {
-			fail(c, errUnauthorized("invalid or expired access token"))
-			return
-		}
+		claims := c.MustGet(ctxClaims).(auth.Claims)
 		var from *events.Cursor
 		if id := c.GetHeader("Last-Event-ID"); id != "" {
 			cur, ok := events.ParseCursor(id)
@@ -138,8 +134,8 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			}
 		}()
 
-		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.sessions.State, u.ID)
-		err = w.Run(ctx, from, func(e events.Event) error {
+		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.sessionState, u.ID)
+		err := w.Run(ctx, from, func(e events.Event) error {
 			frame, err := sseFrame(e)
 			if err != nil {
 				return err
@@ -168,9 +164,7 @@ func (s *server) recheckStreamAuth(ctx context.Context, cancel context.CancelCau
 			rctx, rcancel := context.WithTimeout(ctx, backendTimeout)
 			u, err := s.store.Users.ByID(rctx, userID)
 			rcancel()
-			switch {
-			case errors.Is(err, store.ErrNotFound), err == nil && u.Disabled,
-				err == nil && u.TokensValidAfter != nil && issued.Before(*u.TokensValidAfter):
+			if errors.Is(err, store.ErrNotFound) || (err == nil && accessEnded(u, issued) != "") {
 				cancel(errors.New(endTokenRevoked))
 				return
 			}

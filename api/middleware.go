@@ -18,7 +18,10 @@ import (
 	"github.com/turnstile/turnstile/store"
 )
 
-const ctxUser = "turnstile.user"
+const (
+	ctxUser   = "turnstile.user"
+	ctxClaims = "turnstile.claims" // the verified access token's claims
+)
 
 // currentUser is the authenticated user of a request behind requireUser.
 func currentUser(c *gin.Context) *models.User {
@@ -129,17 +132,27 @@ func (s *server) authenticate(c *gin.Context) bool {
 	case err != nil:
 		fail(c, fmt.Errorf("load user: %w", err))
 		return false
-	case u.Disabled:
+	}
+	if why := accessEnded(u, claims.Issued()); why != "" {
 		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
-		fail(c, errUnauthorized("account disabled"))
-		return false
-	case u.TokensValidAfter != nil && claims.Issued().Before(*u.TokensValidAfter):
-		c.Header("WWW-Authenticate", `Bearer realm="turnstile", error="invalid_token"`)
-		fail(c, errUnauthorized("access token ended by a logout; log in again"))
+		fail(c, errUnauthorized(why))
 		return false
 	}
 	c.Set(ctxUser, u)
+	c.Set(ctxClaims, claims)
 	return true
+}
+
+// accessEnded says why u's access token issued at issued no longer works
+// ("" while it does): the account is disabled, or a logout came after it.
+func accessEnded(u *models.User, issued time.Time) string {
+	switch {
+	case u.Disabled:
+		return "account disabled"
+	case u.TokensValidAfter != nil && issued.Before(*u.TokensValidAfter):
+		return "access token ended by a logout; log in again"
+	}
+	return ""
 }
 
 // bearerToken extracts the token of an "Authorization: Bearer <token>" header.

@@ -17,7 +17,7 @@ func (s *server) handleGetSession() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx, cancel := backendCtx(c)
 		defer cancel()
-		st, err := s.sessionState(ctx, currentUser(c).ID)
+		st, err := s.sessionView(ctx, currentUser(c).ID)
 		if err != nil {
 			fail(c, err)
 			return
@@ -38,7 +38,7 @@ func (s *server) handleCloseSession() gin.HandlerFunc {
 			fail(c, fmt.Errorf("close session: %w", err))
 			return
 		}
-		st, err := s.sessionState(ctx, u.ID)
+		st, err := s.sessionView(ctx, u.ID)
 		if err != nil {
 			fail(c, err)
 			return

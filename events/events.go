@@ -87,7 +87,8 @@ type Store interface {
 	Window(ctx context.Context, userID string, from, hint int64, limit int) ([]store.Placed, int64, error)
 }
 
-// SessionState reads a user's session state (from Temporal).
+// SessionState reads a user's session state: from Temporal, and for a
+// closed session the steering its next run starts from.
 type SessionState func(ctx context.Context, userID string) (models.SessionState, error)
 
 // Defaults of Config.
@@ -499,9 +500,6 @@ func (w *Watcher) readSession(ctx context.Context, force bool) error {
 		return nil // Temporal may be down; the requests still stream
 	}
 	st.Queue = nil // the request events carry the queue
-	if w.q.Paused && st.State == models.SessionClosed {
-		st.Paused = true // stored steering for the next run
-	}
 	if w.sess != nil && sameSession(*w.sess, st) {
 		return nil
 	}
