@@ -99,8 +99,10 @@ const (
 	// counter update failed is seen late, not never).
 	DefaultLookAgain = 5 * time.Second
 	// DefaultSessionEvery: the session state is read on every steering
-	// change, when the user's queue empties or fills, and this often.
-	DefaultSessionEvery = 10 * time.Second
+	// change, when the queue of a session that is not open empties or
+	// fills, and this often (what changes it unseen: an idle session
+	// closing, an operator terminating a run).
+	DefaultSessionEvery = 30 * time.Second
 	// DefaultGrace covers how much later than its timestamp a change may
 	// become visible (a slow write, clocks of other machines).
 	DefaultGrace = 10 * time.Second
@@ -269,7 +271,7 @@ func (w *Watcher) start(ctx context.Context, from *Cursor) error {
 		}
 	}
 	w.hadLive = w.anyLive()
-	return w.readSession(ctx, true)
+	return w.readSession(ctx, true, false)
 }
 
 // Poll reads the queue document and, if it moved, the requests it says
@@ -283,7 +285,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	again := now.Sub(w.lookedAt) >= w.cfg.LookAgain
 	if q.Rev == w.q.Rev && !again {
 		if now.Sub(w.sessAt) >= w.cfg.SessionEvery {
-			return w.readSession(ctx, false)
+			return w.readSession(ctx, false, false)
 		}
 		return nil
 	}
@@ -332,10 +334,15 @@ func (w *Watcher) Poll(ctx context.Context) error {
 			return err
 		}
 	}
+	// A session read is a workflow query (a task for Temporal and the
+	// worker): only when the state may have moved. An open session stays
+	// open as its queue empties and fills; a closing one ends when it
+	// drains, a closed one opens on a submission.
 	live := w.anyLive()
-	force := q.Steer != prev.Steer || q.Paused != prev.Paused || live != w.hadLive
+	open := w.sess != nil && w.sess.State == models.SessionOpen
+	force := q.Steer != prev.Steer || q.Paused != prev.Paused || (live != w.hadLive && !open)
 	w.hadLive = live
-	return w.readSession(ctx, force)
+	return w.readSession(ctx, force, force)
 }
 
 // headChunk is how many places past the floor one head read takes: the
@@ -483,16 +490,15 @@ func (w *Watcher) anyLive() bool {
 }
 
 // readSession reads the session state when forced or due, and sends it if
-// it changed.
-func (w *Watcher) readSession(ctx context.Context, force bool) error {
+// it changed; soon reads it again a second later (a steering signal, a
+// session's end after its drain, may not have happened yet).
+func (w *Watcher) readSession(ctx context.Context, force, soon bool) error {
 	now := w.cfg.Now()
 	if w.session == nil || (!force && now.Sub(w.sessAt) < w.cfg.SessionEvery) {
 		return nil
 	}
 	w.sessAt = now
-	if force {
-		// A steering signal may not have been handled yet: look again
-		// soon, not only in SessionEvery.
+	if soon {
 		w.sessAt = now.Add(min(time.Second, w.cfg.SessionEvery) - w.cfg.SessionEvery)
 	}
 	st, err := w.session(ctx, w.userID)
@@ -507,16 +513,11 @@ func (w *Watcher) readSession(ctx context.Context, force bool) error {
 	return w.send(Event{Kind: KindSession, Session: &st})
 }
 
+// sameSession: the session event tells the state and the steering; the
+// running request and the queue come in request events, so their counters
+// (as of the read) ride along without causing one.
 func sameSession(a, b models.SessionState) bool {
-	ra, rb := "", ""
-	if a.Running != nil {
-		ra = a.Running.ID
-	}
-	if b.Running != nil {
-		rb = b.Running.ID
-	}
-	return a.State == b.State && a.Paused == b.Paused && a.Policy == b.Policy && ra == rb &&
-		a.QueueLength == b.QueueLength && a.Processed == b.Processed && a.Failed == b.Failed
+	return a.State == b.State && a.Paused == b.Paused && a.Policy == b.Policy
 }
 
 // changedAt is the time of r's last change.

@@ -231,3 +231,74 @@ func TestEstimatorTakesTheMedianPerTypeThenOverall(t *testing.T) {
 		t.Errorf("unseen type takes the overall median: %v", d)
 	}
 }
+
+// A session read is a workflow query, which costs Temporal a task: a
+// watcher reads the session at its start, after a steering change, when
+// the queue empties or fills while the session is not plainly open (a
+// closing session ends when it drains, a closed one opens on a
+// submission), and every SessionEvery — not on every start and finish.
+func TestWatcherReadsTheSessionOnlyWhenItMayHaveChanged(t *testing.T) {
+	f := newFake()
+	now := t0
+	state := models.SessionOpen
+	reads := 0
+	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, func(context.Context, string) (models.SessionState, error) {
+		reads++
+		return models.SessionState{State: state, QueueLength: reads}, nil
+	}, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	ctx := context.Background()
+	if err := w.start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "first", describe(rec.take()), "session open")
+	poll := func() {
+		t.Helper()
+		now = now.Add(200 * time.Millisecond)
+		if err := w.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An open session's queue fills and empties ten times in four seconds.
+	for i := int64(1); i <= 10; i++ {
+		f.add("echo", now)
+		poll()
+		f.set(i, models.StatusSucceeded, now, 1)
+		poll()
+	}
+	if reads != 1 {
+		t.Errorf("an open session whose queue filled and emptied was read %d times, want 1 (at the start)", reads)
+	}
+	rec.take()
+
+	// A steering change (a close) is read, and so is the drain that ends it.
+	state = models.SessionClosing
+	f.add("echo", now)
+	f.q.Steer++
+	f.q.Rev++
+	poll()
+	same(t, "close", describe(rec.take()), "11:queued@1", "session closing")
+	state = models.SessionClosed
+	f.set(11, models.StatusSucceeded, now, 1)
+	poll()
+	same(t, "drained", describe(rec.take()), "11:succeeded@0", "session closed")
+	// A submission to the closed session opens a new run.
+	state = models.SessionOpen
+	f.add("echo", now)
+	poll()
+	same(t, "reopened", describe(rec.take()), "12:queued@1", "session open")
+
+	// Only the counters moved: no event; past SessionEvery a read happens.
+	before := reads
+	now = now.Add(DefaultSessionEvery)
+	poll()
+	if reads != before+1 {
+		t.Errorf("no session read after SessionEvery (%d reads, had %d)", reads, before)
+	}
+	for _, e := range rec.take() {
+		if e.Kind == KindSession {
+			t.Errorf("a session event when only its counters moved: %+v", e.Session)
+		}
+	}
+}
