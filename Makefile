@@ -4,11 +4,13 @@
 GO          ?= go
 BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# Packages whose unit tests run with the race detector. devserver and tests
-# import the Temporal server; they run without -race to keep the cold build
-# to one compile of the server.
-RACE_PKGS   := ./models/... ./events/... ./inbox/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./metrics/... ./cmd/...
-E2E_PKGS    := ./devserver/... ./docker/... ./tests
+# Packages whose unit tests run with the race detector. cmd/turnstile (the
+# dev launcher), devserver and tests import the Temporal server and FerretDB;
+# they run without -race, so a cold build compiles those once, not twice
+# (with -race they were most of the unit phase's CPU).
+RACE_PKGS   := ./models/... ./events/... ./inbox/... ./workflows/... ./activities/... ./starter/... ./store/... ./auth/... ./api/... ./worker/... ./app/... ./metrics/... \
+               ./cmd/bench/... ./cmd/benchpeer/... ./cmd/testreport/... ./cmd/tsctl/...
+E2E_PKGS    := ./cmd/turnstile/... ./devserver/... ./docker/... ./tests
 FAULT_PKGS  := ./tests/faults/...
 
 .PHONY: run run-bench build tsctl bench bench-peer bench-compare tools test lint unit e2e test-faults fuzz vulncheck test-report clean
