@@ -122,15 +122,16 @@ func (s *server) sessionView(ctx context.Context, userID string) (models.Session
 // requests beyond show no ETA in GET /v1/session and GET /v1/requests/:id.
 const etaPlaces = 200
 
-// estimates are the estimated starts (and the running request's finish)
-// of userID's requests, by ID; see events.Estimator.
-func (s *server) estimates(ctx context.Context, userID string) (map[string]time.Time, error) {
+// estimates are the positions and estimated starts (and the running
+// request's estimated finish) of userID's requests, by ID; see
+// events.Estimates.
+func (s *server) estimates(ctx context.Context, userID string) (map[string]events.Estimate, error) {
 	return events.Estimates(ctx, eventSource{s.store}, userID, etaPlaces)
 }
 
-func at(m map[string]time.Time, id string) *time.Time {
-	if t, ok := m[id]; ok {
-		return &t
+func at(m map[string]events.Estimate, id string) *time.Time {
+	if e, ok := m[id]; ok {
+		return &e.ETA
 	}
 	return nil
 }
@@ -333,7 +334,7 @@ func (s *server) handleAdminGetRequest() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		c.JSON(http.StatusOK, adminViewOf(r, s.position(ctx, r)))
+		c.JSON(http.StatusOK, adminRequestView{requestView: s.view(ctx, r), UserID: r.UserID})
 	}
 }
 

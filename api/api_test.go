@@ -28,6 +28,7 @@ type fakeSessions struct {
 	pingErr   error
 	steerErr  error // answered by Close, Cancel, Pause, Resume and SetPolicy
 	submitted []models.QueuedRequest
+	queries   int // State calls: each is a workflow query on a real session
 }
 
 func (f *fakeSessions) Submit(_ context.Context, _ string, reqs []models.QueuedRequest) error {
@@ -56,6 +57,7 @@ func (f *fakeSessions) QueueLength(ctx context.Context, userID string) (int, err
 func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.queries++
 	st := models.SessionState{UserID: userID, State: models.SessionClosed, Queue: []models.QueueEntry{}}
 	for i, r := range f.submitted {
 		st.State = models.SessionOpen
@@ -274,5 +276,59 @@ func TestCursorRoundTripAndRejects(t *testing.T) {
 		if _, err := decodeCursor(bad); err == nil {
 			t.Errorf("decodeCursor(%q) accepted", bad)
 		}
+	}
+}
+
+// A waiting request's position and ETA come from the store's sequence (the
+// order the session runs them in), not from a query of the session: a
+// client polling its request costs Temporal nothing.
+func TestGetRequestPositionFromTheSequenceWithoutASessionQuery(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for range 3 {
+		w := f.do("POST", "/v1/requests", `{"type":"echo","payload":{}}`)
+		if w.Code != http.StatusAccepted {
+			t.Fatalf("submit: %d %s", w.Code, w.Body)
+		}
+		var v struct{ ID string }
+		if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, v.ID)
+	}
+	get := func(id string) (pos int, eta *time.Time) {
+		t.Helper()
+		w := f.do("GET", "/v1/requests/"+id, "")
+		if w.Code != http.StatusOK {
+			t.Fatalf("get: %d %s", w.Code, w.Body)
+		}
+		var v struct {
+			Position int        `json:"position"`
+			ETA      *time.Time `json:"eta"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v.Position, v.ETA
+	}
+	f.sessions.mu.Lock()
+	f.sessions.queries = 0
+	f.sessions.mu.Unlock()
+	if pos, eta := get(ids[2]); pos != 3 || eta == nil {
+		t.Errorf("third waiting: position %d, eta %v; want 3 and an eta", pos, eta)
+	}
+	if _, err := f.st.Requests.MarkRunning(context.Background(), ids[0], f.userID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if pos, _ := get(ids[2]); pos != 2 {
+		t.Errorf("after the first started: position %d, want 2", pos)
+	}
+	if pos, eta := get(ids[0]); pos != 0 || eta == nil {
+		t.Errorf("running: position %d, eta %v; want 0 and an estimated finish", pos, eta)
+	}
+	f.sessions.mu.Lock()
+	defer f.sessions.mu.Unlock()
+	if f.sessions.queries != 0 {
+		t.Errorf("GET /v1/requests/:id queried the session %d times, want 0", f.sessions.queries)
 	}
 }

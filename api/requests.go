@@ -261,37 +261,32 @@ func (s *server) afterAccept(c *gin.Context) {
 	}
 }
 
-// position finds r's place in its session's queue; 0 when r is not queued
-// or its place is unknown. It asks the session only for a queued request.
-// positionTimeout bounds the session query behind a queued request's position.
-const positionTimeout = time.Second
-
-func (s *server) position(ctx context.Context, r *models.Request) int {
-	if r.Status != models.StatusQueued {
-		return 0
+// view is r as GET answers it: a waiting request with its position and
+// estimated start, the running one with its estimated finish. Both come
+// from the user's sequence in the store, the order their session runs them
+// in (events.Estimates), not from a query of the session: polling a
+// request costs Temporal nothing. A request beyond the estimate's window
+// gets the position its sequence number gives (an upper bound: cancelled
+// ones ahead count until their session passes them) and no ETA.
+func (s *server) view(ctx context.Context, r *models.Request) requestView {
+	if r.Status != models.StatusQueued && r.Status != models.StatusRunning {
+		return viewOf(r, 0)
 	}
-	// The position is advisory: a session too busy to answer quickly
-	// (queries wait for its workflow task) leaves it out.
-	ctx, cancel := context.WithTimeout(ctx, positionTimeout)
-	defer cancel()
-	st, err := s.sessions.State(ctx, r.UserID)
-	if err == nil {
-		for _, e := range st.Queue {
-			if e.ID == r.ID {
-				return e.Position
-			}
+	if est, err := s.estimates(ctx, r.UserID); err == nil {
+		if e, ok := est[r.ID]; ok {
+			v := viewOf(r, e.Position)
+			v.ETA = &e.ETA
+			return v
 		}
 	}
-	// Not in the session yet (its delivery is on the way): estimated from
-	// the sequence numbers.
-	if r.Seq == 0 {
-		return 0
+	if r.Status != models.StatusQueued || r.Seq == 0 {
+		return viewOf(r, 0)
 	}
 	q, err := s.store.Queues.Get(ctx, r.UserID)
 	if err != nil {
-		return 0
+		return viewOf(r, 0)
 	}
-	return q.Position(r.Seq)
+	return viewOf(r, q.Position(r.Seq))
 }
 
 func (s *server) handleGetRequest() gin.HandlerFunc {
@@ -304,13 +299,7 @@ func (s *server) handleGetRequest() gin.HandlerFunc {
 			fail(c, err)
 			return
 		}
-		v := viewOf(r, s.position(ctx, r))
-		if r.Status == models.StatusQueued || r.Status == models.StatusRunning {
-			if eta, err := s.estimates(ctx, u.ID); err == nil {
-				v.ETA = at(eta, r.ID)
-			}
-		}
-		c.JSON(http.StatusOK, v)
+		c.JSON(http.StatusOK, s.view(ctx, r))
 	}
 }
 

@@ -98,21 +98,30 @@ func median(s []time.Duration) time.Duration {
 	return (c[n/2-1] + c[n/2]) / 2
 }
 
-// Estimates reads userID's requests once and returns the estimated start
-// of each waiting one and the estimated finish of the running one, by
-// request ID, for the first limit places from the first not yet handled
-// (a bound on the reads: one per place, plus a few finished ones for the
-// estimator). It is the watcher's view without the stream.
-func Estimates(ctx context.Context, s Store, userID string, limit int) (map[string]time.Time, error) {
+// Estimate is where a live request stands: a waiting one's position (1 =
+// next) and estimated start, the running one's estimated finish
+// (Position 0).
+type Estimate struct {
+	Position int
+	ETA      time.Time
+}
+
+// Estimates reads userID's requests once and returns where each live one
+// stands, by request ID, for the first limit places from the first not yet
+// handled (a bound on the reads: one per place, plus a few finished ones
+// for the estimator). It is the watcher's view without the stream: the
+// positions follow the user's sequence, the order their session runs them
+// in.
+func Estimates(ctx context.Context, s Store, userID string, limit int) (map[string]Estimate, error) {
 	w := NewWatcher(Config{Window: limit}, s, nil, userID)
 	w.emit = func(Event) error { return nil }
 	if err := w.start(ctx, nil); err != nil {
 		return nil, err
 	}
-	out := make(map[string]time.Time, len(w.items))
+	out := make(map[string]Estimate, len(w.items))
 	for id, it := range w.items {
 		if it.eta != nil {
-			out[id] = *it.eta
+			out[id] = Estimate{Position: it.position, ETA: *it.eta}
 		}
 	}
 	return out, nil
