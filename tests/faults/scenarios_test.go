@@ -584,6 +584,9 @@ func TestFault10_WorkerKilledMidBatchResumes(t *testing.T) {
 
 	s.waitBusy(t, 30*time.Second)
 	time.Sleep(700 * time.Millisecond) // a few requests into the batches
+	// Between two calls nothing is in flight and the kill would not bite:
+	// kill while a call is at the sink.
+	s.waitBusy(t, 10*time.Second)
 	w := s.workers[0]
 	s.must(w.kill())
 	t.Logf("worker SIGKILLed during its batches")
