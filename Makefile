@@ -13,7 +13,7 @@ RACE_PKGS   := ./models/... ./events/... ./inbox/... ./workflows/... ./activitie
 E2E_PKGS    := ./cmd/turnstile/... ./devserver/... ./docker/... ./tests
 FAULT_PKGS  := ./tests/faults/...
 
-.PHONY: run run-bench build tsctl bench bench-peer bench-compare tools test lint unit e2e test-faults fuzz vulncheck vulncheck-source test-report clean
+.PHONY: run run-bench build tsctl bench bench-peer bench-compare tools test lint prebuild-race prebuild-fuzz unit e2e test-faults fuzz vulncheck vulncheck-source test-report clean
 
 ## run: everything on this machine (embedded Temporal + Web UI, embedded MongoDB-compatible store, API, worker)
 run: build
@@ -62,8 +62,19 @@ bench-compare:
 	./scripts/bench-compare.sh $(BENCH_FLAGS)
 
 ## test: formatting, vet, staticcheck, unit tests with -race, end-to-end tests, fault suite,
-## short seeded fuzz runs, and a govulncheck report
-test: tools lint unit e2e test-faults fuzz vulncheck
+## short seeded fuzz runs, and a govulncheck report. The three big compiles overlap: while
+## vet compiles everything once (the Temporal server's large packages leave a core idle for
+## minutes on a cold cache), the race-instrumented and the fuzz-instrumented builds compile
+## beside it (prebuild-*: compile and link, run nothing). No test runs during a compile.
+test: tools
+	$(MAKE) --no-print-directory -j3 --output-sync=target lint prebuild-race prebuild-fuzz
+	$(MAKE) --no-print-directory unit e2e test-faults fuzz vulncheck
+
+prebuild-race:
+	$(GO) test -race -count=1 -exec /bin/true $(RACE_PKGS)
+
+prebuild-fuzz:
+	$(GO) test -run='^$$' -fuzz='^$(firstword $(FUZZ_TARGETS))$$' -fuzztime=1x -exec /bin/true ./api
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
