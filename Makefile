@@ -71,9 +71,11 @@ test: tools
 	$(MAKE) --no-print-directory unit e2e test-faults fuzz vulncheck
 
 prebuild-race:
+	@echo "prebuild-race: compile and link only (-exec /bin/true); the tests run in make unit"
 	$(GO) test -race -count=1 -exec /bin/true $(RACE_PKGS)
 
 prebuild-fuzz:
+	@echo "prebuild-fuzz: compile and link only (-exec /bin/true); the fuzzing runs in make fuzz"
 	$(GO) test -run='^$$' -fuzz='^$(firstword $(FUZZ_TARGETS))$$' -fuzztime=1x -exec /bin/true ./api
 
 lint:
