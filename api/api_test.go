@@ -52,6 +52,14 @@ func (f *fakeSessions) QueueLength(ctx context.Context, userID string) (int, err
 	return st.QueueLength, err
 }
 
+// Running: a session is open once something was signalled (this fake
+// session never ends).
+func (f *fakeSessions) Running(context.Context, string) (bool, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.submitted) > 0, false, nil
+}
+
 // State reports every signalled request as waiting: this fake session
 // never runs anything (one fixture serves one user).
 func (f *fakeSessions) State(_ context.Context, userID string) (models.SessionState, error) {

@@ -134,7 +134,7 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			}
 		}()
 
-		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.sessionState, u.ID)
+		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.streamSession, u.ID)
 		err := w.Run(ctx, from, func(e events.Event) error {
 			frame, err := sseFrame(e)
 			if err != nil {
@@ -192,11 +192,40 @@ func sseFrame(e events.Event) ([]byte, error) {
 	return fmt.Appendf(nil, "id: %s\nevent: %s\ndata: %s\n\n", e.ID, e.Kind, b), nil
 }
 
-// sessionEvent is the data of a session event: GET /v1/session's answer
-// without the queue (request events carry it).
+// sessionEvent is the data of a session event: its state and steering
+// (the request events carry the queue and the running request).
 func sessionEvent(st models.SessionState) gin.H {
-	return gin.H{"state": st.State, "paused": st.Paused, "policy": st.Policy, "queue_length": st.QueueLength,
-		"running": st.Running, "processed": st.Processed, "failed": st.Failed}
+	return gin.H{"state": st.State, "paused": st.Paused, "policy": st.Policy}
+}
+
+// streamSession is the session's state as the event streams tell it,
+// without the state query (a workflow task for Temporal and the worker on
+// every read; 200 streams made those queries many-users' bottleneck):
+// whether a run is open and its Paused attribute (Describe, which the
+// server answers alone), and from the user's queue document the stored
+// steering and whether a close covers everything accepted (closing: the
+// run drains, then ends). A session closing because it sat idle shows open
+// until its run ends.
+func (s *server) streamSession(ctx context.Context, userID string) (models.SessionState, error) {
+	running, paused, err := s.sessions.Running(ctx, userID)
+	if err != nil {
+		return models.SessionState{}, fmt.Errorf("session state: %w", err)
+	}
+	q, err := s.store.Queues.Get(ctx, userID)
+	if err != nil {
+		return models.SessionState{}, fmt.Errorf("session steering: %w", err)
+	}
+	st := models.SessionState{UserID: userID, State: models.SessionClosed, Paused: q.Paused, Policy: models.PolicyContinue}
+	if q.Policy.Valid() {
+		st.Policy = q.Policy
+	}
+	if running {
+		st.State, st.Paused = models.SessionOpen, paused
+		if q.Closing > 0 && q.Closing >= q.Tail {
+			st.State = models.SessionClosing
+		}
+	}
+	return st, nil
 }
 
 func endFrame(reason string) []byte {

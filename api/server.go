@@ -28,6 +28,9 @@ type Sessions interface {
 	State(ctx context.Context, userID string) (models.SessionState, error)
 	// QueueLength is waiting + running as the session last recorded it.
 	QueueLength(ctx context.Context, userID string) (int, error)
+	// Running reports whether a run of the session is open, and its Paused
+	// attribute, without asking the workflow (no worker involved).
+	Running(ctx context.Context, userID string) (running, paused bool, err error)
 	// Close closes the session once it holds everything through the
 	// user's sequence number through.
 	Close(ctx context.Context, userID string, through int64) error

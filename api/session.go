@@ -10,7 +10,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/turnstile/turnstile/store"
 )
 
 func (s *server) handleGetSession() gin.HandlerFunc {
@@ -93,12 +92,13 @@ func (s *server) closeSession(ctx context.Context, userID string) error {
 	if err := s.sessions.Close(ctx, userID, through); err != nil {
 		return err
 	}
-	// Event streams read the session's state again: best effort (they also
-	// read it now and then), and off the answer's path.
+	// Event streams tell the session closing from this mark and read the
+	// session's state again: best effort (a stream also reads it now and
+	// then), and off the answer's path.
 	go func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backendTimeout)
 		defer cancel()
-		_ = s.store.Queues.Touch(tctx, userID, store.ChangeSteer, s.now())
+		_ = s.store.Queues.Closing(tctx, userID, through, s.now())
 	}()
 	return nil
 }

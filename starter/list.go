@@ -11,6 +11,7 @@ import (
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 
@@ -121,21 +122,44 @@ func statusName(s string) string {
 // busy workflow task); it lags a burst of signals by at most one workflow
 // task.
 func (s *Starter) QueueLength(ctx context.Context, userID string) (int, error) {
-	resp, err := s.Client.DescribeWorkflowExecution(ctx, models.SessionWorkflowID(userID), "")
-	var notFound *serviceerror.NotFound
-	if errors.As(err, &notFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("describe session of %s: %w", userID, err)
-	}
-	info := resp.GetWorkflowExecutionInfo()
-	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-		return 0, nil
+	info, err := s.describeRunning(ctx, userID)
+	if info == nil {
+		return 0, err
 	}
 	var n int64
 	decode(info.GetSearchAttributes().GetIndexedFields()["QueueLength"], &n)
 	return int(n), nil
+}
+
+// Running reports whether the user's session has a run open and, if so,
+// its Paused search attribute. Like QueueLength the server answers it
+// alone, without the worker: the event streams read it instead of the
+// state query.
+func (s *Starter) Running(ctx context.Context, userID string) (running, paused bool, err error) {
+	info, err := s.describeRunning(ctx, userID)
+	if info == nil {
+		return false, false, err
+	}
+	decode(info.GetSearchAttributes().GetIndexedFields()["Paused"], &paused)
+	return true, paused, nil
+}
+
+// describeRunning is the user's session run if one is open; nil and no
+// error if none is.
+func (s *Starter) describeRunning(ctx context.Context, userID string) (*workflowpb.WorkflowExecutionInfo, error) {
+	resp, err := s.Client.DescribeWorkflowExecution(ctx, models.SessionWorkflowID(userID), "")
+	var notFound *serviceerror.NotFound
+	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("describe session of %s: %w", userID, err)
+	}
+	info := resp.GetWorkflowExecutionInfo()
+	if info.GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return nil, nil
+	}
+	return info, nil
 }
 
 // EndedSince returns the users whose session run ended abnormally

@@ -79,6 +79,11 @@ type Queue struct {
 	// not take them with it: a fresh run starts from them.
 	Paused bool                 `bson:"paused,omitempty"`
 	Policy models.FailurePolicy `bson:"policy,omitempty"`
+	// Closing is the tail a user's close of their session covered: while a
+	// run is open and nothing was accepted after it, the session is closing
+	// (it drains, then ends). For watchers, which tell the session's state
+	// without querying the workflow.
+	Closing int64 `bson:"closing,omitempty"`
 
 	// Change counters, for watchers (the events stream) that poll this one
 	// document instead of the user's requests. Rev moves on every change
@@ -190,6 +195,23 @@ func (q *Queues) Touch(ctx context.Context, userID string, what Change, now time
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
 		return wrap("touch queue", err)
+	}
+	return nil
+}
+
+// Closing records that userID closed their session through entry
+// through, and moves the steering counter (watchers read the session's
+// state again).
+func (q *Queues) Closing(ctx context.Context, userID string, through int64, now time.Time) error {
+	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
+		bson.D{
+			{Key: "$max", Value: bson.D{{Key: "closing", Value: through}}},
+			{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}},
+			{Key: "$inc", Value: bson.D{{Key: "rev", Value: 1}, {Key: "steer", Value: 1}}},
+		},
+		options.UpdateOne().SetUpsert(true))
+	if err != nil {
+		return wrap("mark queue closing", err)
 	}
 	return nil
 }
