@@ -9,7 +9,6 @@ import (
 	_ "embed"
 
 	"github.com/gin-gonic/gin"
-
 )
 
 func (s *server) handleGetSession() gin.HandlerFunc {
