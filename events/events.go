@@ -334,10 +334,9 @@ func (w *Watcher) Poll(ctx context.Context) error {
 			return err
 		}
 	}
-	// A session read is a workflow query (a task for Temporal and the
-	// worker): only when the state may have moved. An open session stays
-	// open as its queue empties and fills; a closing one ends when it
-	// drains, a closed one opens on a submission.
+	// A session read costs a Temporal call: only when the state may have
+	// moved. An open session stays open as its queue empties and fills; a
+	// closing one ends when it drains, a closed one opens on a submission.
 	live := w.anyLive()
 	open := w.sess != nil && w.sess.State == models.SessionOpen
 	force := q.Steer != prev.Steer || q.Paused != prev.Paused || (live != w.hadLive && !open)

@@ -232,7 +232,8 @@ func TestEstimatorTakesTheMedianPerTypeThenOverall(t *testing.T) {
 	}
 }
 
-// A session read is a workflow query, which costs Temporal a task: a
+// A session read costs a Temporal call (the API's is a Describe; it was a
+// workflow query, a task for the worker, when this test was written): a
 // watcher reads the session at its start, after a steering change, when
 // the queue empties or fills while the session is not plainly open (a
 // closing session ends when it drains, a closed one opens on a

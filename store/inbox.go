@@ -129,13 +129,18 @@ func (q *Queues) Get(ctx context.Context, userID string) (Queue, error) {
 	return doc, nil
 }
 
-// raise sets field to at least v (upserting the document).
-func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now time.Time) error {
+// raise sets field to at least v (upserting the document) and moves rev
+// and each counter named in also.
+func (q *Queues) raise(ctx context.Context, userID, field string, v int64, now time.Time, also ...string) error {
+	inc := bson.D{{Key: "rev", Value: 1}}
+	for _, c := range also {
+		inc = append(inc, bson.E{Key: c, Value: 1})
+	}
 	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
 		bson.D{
 			{Key: "$max", Value: bson.D{{Key: field, Value: v}}},
 			{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}},
-			{Key: "$inc", Value: bson.D{{Key: "rev", Value: 1}}},
+			{Key: "$inc", Value: inc},
 		},
 		options.UpdateOne().SetUpsert(true))
 	if err != nil {
@@ -203,17 +208,7 @@ func (q *Queues) Touch(ctx context.Context, userID string, what Change, now time
 // through, and moves the steering counter (watchers read the session's
 // state again).
 func (q *Queues) Closing(ctx context.Context, userID string, through int64, now time.Time) error {
-	_, err := q.c.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}},
-		bson.D{
-			{Key: "$max", Value: bson.D{{Key: "closing", Value: through}}},
-			{Key: "$set", Value: bson.D{{Key: "updated_at", Value: now}}},
-			{Key: "$inc", Value: bson.D{{Key: "rev", Value: 1}, {Key: "steer", Value: 1}}},
-		},
-		options.UpdateOne().SetUpsert(true))
-	if err != nil {
-		return wrap("mark queue closing", err)
-	}
-	return nil
+	return q.raise(ctx, userID, "closing", through, now, "steer")
 }
 
 // Committed records that userID's entries through tail are committed.
