@@ -106,7 +106,7 @@ func (s *server) sessionView(ctx context.Context, userID string) (models.Session
 		return st, err
 	}
 	if len(st.Queue) > 0 || st.Running != nil {
-		if eta, err := s.estimates(ctx, st.UserID); err == nil {
+		if eta, _, err := s.views.Estimates(ctx, st.UserID); err == nil {
 			for i := range st.Queue {
 				st.Queue[i].ETA = at(eta, st.Queue[i].ID)
 			}
@@ -118,16 +118,10 @@ func (s *server) sessionView(ctx context.Context, userID string) (models.Session
 	return st, nil
 }
 
-// etaPlaces bounds the places one estimate reads (one read each): the
-// requests beyond show no ETA in GET /v1/session and GET /v1/requests/:id.
+// etaPlaces bounds the places a user's estimates follow (events.Views):
+// the requests beyond show no ETA in GET /v1/session and GET
+// /v1/requests/:id.
 const etaPlaces = 200
-
-// estimates are the positions and estimated starts (and the running
-// request's estimated finish) of userID's requests, by ID; see
-// events.Estimates.
-func (s *server) estimates(ctx context.Context, userID string) (map[string]events.Estimate, error) {
-	return events.Estimates(ctx, eventSource{s.store}, userID, etaPlaces)
-}
 
 func at(m map[string]events.Estimate, id string) *time.Time {
 	if e, ok := m[id]; ok {

@@ -325,7 +325,11 @@ func TestGetRequestPositionFromTheSequenceWithoutASessionQuery(t *testing.T) {
 	if pos, eta := get(ids[2]); pos != 3 || eta == nil {
 		t.Errorf("third waiting: position %d, eta %v; want 3 and an eta", pos, eta)
 	}
+	// What the worker does at a start: the mark, then the started counter.
 	if _, err := f.st.Requests.MarkRunning(context.Background(), ids[0], f.userID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Queues.Started(context.Background(), f.userID, 2, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if pos, _ := get(ids[2]); pos != 2 {

@@ -264,26 +264,25 @@ func (s *server) afterAccept(c *gin.Context) {
 // view is r as GET answers it: a waiting request with its position and
 // estimated start, the running one with its estimated finish. Both come
 // from the user's sequence in the store, the order their session runs them
-// in (events.Estimates), not from a query of the session: polling a
-// request costs Temporal nothing. A request beyond the estimate's window
+// in, as the user's view follows it (events.Views: a poll reads the queue
+// document and what moved since), not from a query of the session: polling
+// a request costs Temporal nothing. A request beyond the view's window
 // gets the position its sequence number gives (an upper bound: cancelled
 // ones ahead count until their session passes them) and no ETA.
 func (s *server) view(ctx context.Context, r *models.Request) requestView {
 	if r.Status != models.StatusQueued && r.Status != models.StatusRunning {
 		return viewOf(r, 0)
 	}
-	if est, err := s.estimates(ctx, r.UserID); err == nil {
-		if e, ok := est[r.ID]; ok {
-			v := viewOf(r, e.Position)
-			v.ETA = &e.ETA
-			return v
-		}
-	}
-	if r.Status != models.StatusQueued || r.Seq == 0 {
+	est, q, err := s.views.Estimates(ctx, r.UserID)
+	if err != nil {
 		return viewOf(r, 0)
 	}
-	q, err := s.store.Queues.Get(ctx, r.UserID)
-	if err != nil {
+	if e, ok := est[r.ID]; ok {
+		v := viewOf(r, e.Position)
+		v.ETA = &e.ETA
+		return v
+	}
+	if r.Status != models.StatusQueued || r.Seq == 0 {
 		return viewOf(r, 0)
 	}
 	return viewOf(r, q.Position(r.Seq))

@@ -229,6 +229,7 @@ type server struct {
 	logins      *lockouts // per account and client network
 	inbox       *inbox.Inbox
 	streams     *streams // open event streams per user
+	views       *events.Views
 }
 
 // NewServer returns the API's http.Handler.
@@ -254,6 +255,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		logins:      newLockouts(cfg.LoginLockoutThreshold, cfg.LoginLockoutBase, cfg.LoginLockoutMax),
 		inbox:       cfg.Inbox,
 		streams:     &streams{open: map[string]int{}, max: cfg.MaxStreams},
+		views:       events.NewViews(events.Config{Window: etaPlaces, Now: cfg.Now}, eventSource{st}, 0, 0),
 	}
 	if s.inbox == nil {
 		d := inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: -1, Logger: cfg.Logger}, sessions, st.Queues)

@@ -3,9 +3,11 @@ package events
 import (
 	"context"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/turnstile/turnstile/models"
+	"github.com/turnstile/turnstile/store"
 )
 
 // DefaultEstimate is the execution time assumed for a type the user has
@@ -106,23 +108,115 @@ type Estimate struct {
 	ETA      time.Time
 }
 
-// Estimates reads userID's requests once and returns where each live one
-// stands, by request ID, for the first limit places from the first not yet
-// handled (a bound on the reads: one per place, plus a few finished ones
-// for the estimator). It is the watcher's view without the stream: the
-// positions follow the user's sequence, the order their session runs them
-// in.
-func Estimates(ctx context.Context, s Store, userID string, limit int) (map[string]Estimate, error) {
-	w := NewWatcher(Config{Window: limit}, s, nil, userID)
-	w.emit = func(Event) error { return nil }
-	if err := w.start(ctx, nil); err != nil {
-		return nil, err
+// Views keeps, per user, a watcher without a stream for the reads that
+// answer a position and an ETA (GET of a request, the session): a client
+// polling a waiting request costs a read of the user's queue document per
+// GET, and, when it moved, of the places that may have changed (the head,
+// what is new), not a walk of every place ahead of it. A user's view is
+// dropped after Idle without a read, and the least recently read beyond
+// Users. Safe for concurrent use; one user's reads take turns.
+type Views struct {
+	cfg   Config
+	store Store
+	users int
+	idle  time.Duration
+
+	mu    sync.Mutex
+	views map[string]*view
+	swept time.Time
+}
+
+type view struct {
+	mu   sync.Mutex
+	w    *Watcher
+	used time.Time
+}
+
+// Defaults of NewViews.
+const (
+	DefaultViewUsers = 4096
+	DefaultViewIdle  = time.Minute
+)
+
+// NewViews reads s; cfg.Window bounds the places a view follows past the
+// first not yet handled (the requests beyond show no estimate). users and
+// idle <= 0 take the defaults.
+func NewViews(cfg Config, s Store, users int, idle time.Duration) *Views {
+	if users <= 0 {
+		users = DefaultViewUsers
 	}
-	out := make(map[string]Estimate, len(w.items))
-	for id, it := range w.items {
+	if idle <= 0 {
+		idle = DefaultViewIdle
+	}
+	return &Views{cfg: cfg.withDefaults(), store: s, users: users, idle: idle, views: map[string]*view{}}
+}
+
+// Estimates returns where each of userID's live requests within the
+// window stands, by request ID, and their queue document as read now.
+func (v *Views) Estimates(ctx context.Context, userID string) (map[string]Estimate, store.Queue, error) {
+	vw := v.take(userID)
+	vw.mu.Lock()
+	defer vw.mu.Unlock()
+	var err error
+	if vw.w == nil {
+		w := NewWatcher(v.cfg, v.store, nil, userID)
+		w.lean = true
+		w.emit = func(Event) error { return nil }
+		if err = w.start(ctx, nil); err == nil {
+			vw.w = w
+		}
+	} else if err = vw.w.Poll(ctx); err == nil {
+		vw.w.settle() // the estimates as of now, moved or not
+	} else {
+		vw.w = nil // start afresh next time
+	}
+	if err != nil {
+		return nil, store.Queue{}, err
+	}
+	out := make(map[string]Estimate, len(vw.w.items))
+	for id, it := range vw.w.items {
 		if it.eta != nil {
 			out[id] = Estimate{Position: it.position, ETA: *it.eta}
 		}
 	}
-	return out, nil
+	return out, vw.w.q, nil
+}
+
+// take is userID's view, made if missing, marked used; it drops idle
+// views and, beyond the bound, the least recently used.
+func (v *Views) take(userID string) *view {
+	now := v.cfg.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if now.Sub(v.swept) >= v.idle {
+		v.swept = now
+		v.evict(now, false)
+	}
+	vw := v.views[userID]
+	if vw == nil {
+		if len(v.views) >= v.users {
+			v.evict(now, true)
+		}
+		vw = &view{}
+		v.views[userID] = vw
+	}
+	vw.used = now
+	return vw
+}
+
+// evict drops the idle views and, if full still, the least recently used.
+func (v *Views) evict(now time.Time, full bool) {
+	var oldest string
+	for id, vw := range v.views {
+		if now.Sub(vw.used) >= v.idle {
+			delete(v.views, id)
+			continue
+		}
+		if oldest == "" || vw.used.Before(v.views[oldest].used) {
+			oldest = id
+		}
+	}
+	if full && len(v.views) >= v.users && oldest != "" {
+		delete(v.views, oldest)
+	}
 }

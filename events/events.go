@@ -176,6 +176,10 @@ type Watcher struct {
 	hadLive  bool
 	emit     func(Event) error
 	cursorAt time.Time
+	// lean: a view for estimates (Views), with no stream: it keeps no
+	// payloads, results or errors, and follows no more than Window places
+	// from the floor.
+	lean bool
 }
 
 // NewWatcher follows userID; session may be nil (no session events).
@@ -244,7 +248,7 @@ func (w *Watcher) start(ctx context.Context, from *Cursor) error {
 	for _, p := range placed {
 		r := p.Request
 		w.est.Observe(r)
-		w.items[r.ID] = &item{req: r, place: p.Place}
+		w.items[r.ID] = &item{req: w.keep(r), place: p.Place}
 		if from == nil {
 			if !r.Status.Final() {
 				evs = append(evs, Event{Kind: KindRequest, Request: &r}) // a snapshot of what is live
@@ -307,8 +311,8 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		// New entries, once the tail hint moved past what was read (a
 		// submission raises it before its 202; a hint that lags is made up
 		// by the full read every LookAgain).
-		if q.Tail > w.top {
-			placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, w.cfg.Window)
+		if room := w.room(); q.Tail > w.top && room > 0 {
+			placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, room)
 			if err != nil {
 				return fmt.Errorf("events: read new requests: %w", err)
 			}
@@ -373,6 +377,22 @@ func (w *Watcher) readHead(ctx context.Context) ([]change, error) {
 	return changed, nil
 }
 
+// keep is r as the watcher remembers it.
+func (w *Watcher) keep(r models.Request) models.Request {
+	if w.lean {
+		r.Payload, r.Result, r.Error = "", "", ""
+	}
+	return r
+}
+
+// room is how many places past the top a read of new entries may examine.
+func (w *Watcher) room() int {
+	if !w.lean {
+		return w.cfg.Window
+	}
+	return w.cfg.Window - int(w.top-w.floor+1)
+}
+
 // change is a request whose state moved: prev is what was told of it
 // before (nil if nothing).
 type change struct {
@@ -399,7 +419,7 @@ func (w *Watcher) apply(placed []store.Placed) []change {
 			r := it.req
 			prev = &r
 		}
-		it.req, it.place = p.Request, p.Place
+		it.req, it.place = w.keep(p.Request), p.Place
 		changed = append(changed, change{prev: prev, it: it})
 	}
 	return changed

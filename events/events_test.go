@@ -303,3 +303,76 @@ func TestWatcherReadsTheSessionOnlyWhenItMayHaveChanged(t *testing.T) {
 		}
 	}
 }
+
+// A client polling a waiting request: each Estimates after the first reads
+// only what moved (the head on a start or finish, the new entries on a
+// submission), not every place ahead of it again.
+func TestViewsReadOnlyWhatMovedSinceTheLastCall(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 50 {
+		f.add("sleep", now)
+	}
+	v := NewViews(Config{Window: 200, Now: func() time.Time { return now }}, f, 0, 0)
+	ctx := context.Background()
+	check := func(what string, maxReads int, id string, pos int) {
+		t.Helper()
+		f.reads = 0
+		est, q, err := v.Estimates(ctx, "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Rev != f.q.Rev {
+			t.Errorf("%s: queue rev %d, want %d", what, q.Rev, f.q.Rev)
+		}
+		if e, ok := est[id]; !ok || e.Position != pos {
+			t.Errorf("%s: %s at %+v (known %v), want position %d", what, id, e, ok, pos)
+		}
+		if f.reads > maxReads {
+			t.Errorf("%s: %d place reads, want at most %d", what, f.reads, maxReads)
+		}
+	}
+	last := models.RequestID("u", 50)
+	check("first", 51+historyPlaces, last, 50)
+	for i := range 10 {
+		now = now.Add(100 * time.Millisecond)
+		check(fmt.Sprintf("poll %d, nothing moved", i), 0, last, 50)
+	}
+	f.set(1, models.StatusRunning, now, 1)
+	check("first started", 2*headChunk, last, 49)
+	now = now.Add(time.Second)
+	f.set(1, models.StatusSucceeded, now, 1)
+	f.set(2, models.StatusRunning, now, 1)
+	check("first finished, second started", 2*headChunk, last, 48)
+	id := f.add("sleep", now)
+	check("one more submitted", 2*headChunk+2, id, 49)
+	if est, _, _ := v.Estimates(ctx, "u"); est[models.RequestID("u", 2)].Position != 0 || est[models.RequestID("u", 1)] != (Estimate{}) {
+		t.Errorf("running and finished: %+v, %+v", est[models.RequestID("u", 2)], est[models.RequestID("u", 1)])
+	}
+}
+
+// Views keep at most their bound of users, dropping the least recently
+// read, and drop a view unread for their idle time.
+func TestViewsAreBounded(t *testing.T) {
+	f := newFake()
+	f.add("sleep", t0)
+	now := t0
+	v := NewViews(Config{Now: func() time.Time { return now }}, f, 2, time.Minute)
+	ctx := context.Background()
+	for _, u := range []string{"a", "b", "a", "c"} {
+		now = now.Add(time.Second)
+		if _, _, err := v.Estimates(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := v.views["b"]; ok || len(v.views) != 2 {
+		t.Errorf("after a, b, a, c with room for 2: %d views, b kept %v; want a and c", len(v.views), ok)
+	}
+	now = now.Add(2 * time.Minute)
+	if _, _, err := v.Estimates(ctx, "d"); err != nil {
+		t.Fatal(err)
+	}
+	if len(v.views) != 1 {
+		t.Errorf("after two idle minutes: %d views, want only d's", len(v.views))
+	}
+}
