@@ -376,3 +376,47 @@ func TestViewsAreBounded(t *testing.T) {
 		t.Errorf("after two idle minutes: %d views, want only d's", len(v.views))
 	}
 }
+
+// A poll reads the head only when the queue document says it may have
+// moved (started, low or head moved, or rev without any counter that
+// explains it): a delivery to the session reads nothing, a submission
+// only the new entry.
+func TestWatcherReadsTheHeadOnlyWhenItMayHaveMoved(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 3 {
+		f.add("sleep", now)
+	}
+	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, nil, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	ctx := context.Background()
+	if err := w.start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	poll := func(what string, wantReads int, want ...string) {
+		t.Helper()
+		f.reads = 0
+		now = now.Add(200 * time.Millisecond)
+		if err := w.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		same(t, what, describe(rec.take()), want...)
+		if f.reads != wantReads {
+			t.Errorf("%s: %d place reads, want %d", what, f.reads, wantReads)
+		}
+	}
+	f.q.Delivered, f.q.Rev = 3, f.q.Rev+1
+	poll("delivered", 0)
+	f.add("sleep", now)
+	poll("submitted", 2, "4:queued@4") // the new entry, and the place after it
+	f.set(1, models.StatusRunning, now, 1)
+	f.q.Started = 2
+	poll("started", headChunk, "1:running@0", "pos 2=1", "pos 3=2", "pos 4=3")
+	f.set(1, models.StatusRunning, now, 2) // an attempt: rev and head move
+	f.q.Head++
+	poll("attempt", headChunk, "1:running@0")
+	f.set(1, models.StatusRunning, now, 3) // rev alone: a writer without head
+	poll("unexplained rev", headChunk, "1:running@0")
+}

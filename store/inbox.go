@@ -90,10 +90,12 @@ type Queue struct {
 	// to it and on every change of one of the user's requests; Scan on a
 	// change that may hit any waiting request (a cancel), not only the
 	// head; Steer on a change of the session's steering (pause, resume,
-	// policy, close).
+	// policy, close); Head on a change of the running request that Started
+	// and Low do not show (its attempts).
 	Rev   int64 `bson:"rev,omitempty"`
 	Scan  int64 `bson:"scan,omitempty"`
 	Steer int64 `bson:"steer,omitempty"`
+	Head  int64 `bson:"head,omitempty"`
 }
 
 // next is the first entry that may still be waiting.
@@ -190,6 +192,8 @@ const (
 func (q *Queues) Touch(ctx context.Context, userID string, what Change, now time.Time) error {
 	inc := bson.D{{Key: "rev", Value: 1}}
 	switch what {
+	case ChangeHead:
+		inc = append(inc, bson.E{Key: "head", Value: 1})
 	case ChangeAny:
 		inc = append(inc, bson.E{Key: "scan", Value: 1})
 	case ChangeSteer:
