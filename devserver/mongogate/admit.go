@@ -63,27 +63,36 @@ func (g *Gate) admit(raw []byte, reply func(to int32, body []byte) error) (forwa
 		return raw, g.locks.nolck, nil
 	}
 	w := write{m: m, cmd: strings.ToLower(first.Key())}
+	coll, _ := first.Value().StringValueOK()
+	db, _ := m.body.Lookup("$db").StringValueOK()
+	ns := db + "." + coll
 	switch w.cmd {
 	case "update":
 		w.list = "updates"
 	case "delete":
 		w.list = "deletes"
 	case "findandmodify":
+	case strings.ToLower(FeedCommand):
+		if err := reply(m.requestID, g.feed.answerFeed(m.body, db)); err != nil {
+			return nil, nil, err
+		}
+		return nil, g.locks.nolck, nil
+	case "insert":
+		return raw, g.feed.after(g.locks.nolck, ns, "", true), nil
 	default:
-		return raw, g.locks.nolck, nil // reads, inserts, commands
+		return raw, g.locks.nolck, nil // reads, commands
 	}
-	coll, _ := first.Value().StringValueOK()
-	db, _ := m.body.Lookup("$db").StringValueOK()
 	if !w.single() {
 		g.stats.Exclusive.Add(1)
-		return raw, g.locks.exclusive(), nil
+		return raw, g.feed.after(g.locks.exclusive(), ns, "", true), nil
 	}
 	id, rest, ok := splitFilter(w.filter())
 	if !ok {
 		g.stats.Exclusive.Add(1)
-		return raw, g.locks.exclusive(), nil
+		return raw, g.feed.after(g.locks.exclusive(), ns, "", true), nil
 	}
-	unlock = g.locks.doc(db + "." + coll + "\x00" + string(rune(id.Type)) + string(id.Value))
+	sid, isString := id.StringValueOK()
+	unlock = g.feed.after(g.locks.doc(ns+"\x00"+string(rune(id.Type))+string(id.Value)), ns, sid, !isString)
 	if len(rest) == 0 || w.upsert() || w.has("collation") {
 		g.stats.Forwarded.Add(1)
 		return raw, unlock, nil

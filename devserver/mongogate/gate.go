@@ -59,6 +59,7 @@ type Gate struct {
 	log     *slog.Logger
 	reader  *mongo.Client // straight to FerretDB, for the by-_id reads
 	locks   locks
+	feed    feed
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -97,6 +98,7 @@ func Start(ctx context.Context, cfg Config) (*Gate, error) {
 	}
 	g := &Gate{ln: ln, backend: cfg.Backend, log: cfg.Logger, reader: reader, conns: map[net.Conn]struct{}{}}
 	g.locks.init()
+	g.feed.init()
 	g.wg.Add(1)
 	go g.accept()
 	return g, nil
