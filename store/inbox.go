@@ -836,3 +836,42 @@ func (r *Requests) Window(ctx context.Context, userID string, from, hint int64, 
 	}
 	return placed, top, nil
 }
+
+// ErrNoFeed: the server offers no change feed (a real MongoDB, a FerretDB
+// without the embedded store's gate); watchers poll instead.
+var ErrNoFeed = errors.New("no change feed")
+
+// ChangeCursor is where a reader of Changes stands; the zero cursor asks
+// for one at the present.
+type ChangeCursor struct {
+	Epoch int64
+	Seq   int64
+}
+
+// feedCommand is the embedded store's change feed, answered by its gate
+// (devserver/mongogate.FeedCommand).
+const feedCommand = "turnstileChanges"
+
+// Changes returns the users whose queue documents changed since c, and
+// the cursor to ask from next; all means any of them may have (the feed
+// cannot tell which). The zero cursor lists none: it only starts one.
+// ErrNoFeed if the server has no feed.
+func (q *Queues) Changes(ctx context.Context, c ChangeCursor) (users []string, all bool, next ChangeCursor, err error) {
+	var r struct {
+		Epoch int64    `bson:"epoch"`
+		Next  int64    `bson:"next"`
+		IDs   []string `bson:"ids"`
+		All   bool     `bson:"all"`
+	}
+	err = q.c.Database().RunCommand(ctx, bson.D{
+		{Key: feedCommand, Value: q.c.Name()}, {Key: "epoch", Value: c.Epoch}, {Key: "after", Value: c.Seq},
+	}).Decode(&r)
+	var ce mongo.CommandError
+	if errors.As(err, &ce) && ce.Code == 59 { // CommandNotFound
+		return nil, false, c, ErrNoFeed
+	}
+	if err != nil {
+		return nil, false, c, wrap("read queue changes", err)
+	}
+	return r.IDs, r.All, ChangeCursor{Epoch: r.Epoch, Seq: r.Next}, nil
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store"
+	"github.com/turnstile/turnstile/store/storetest"
 )
 
 func items(n int, key string) []models.Request {
@@ -353,5 +354,45 @@ func TestTombstoneSweepsLateMembers(t *testing.T) {
 	}
 	if _, err := s.Requests.ByIdempotencyKey(ctx, user, "b 0"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the swept member's key: %v, want freed", err)
+	}
+}
+
+// On the embedded store the gate's feed tells which users' queue documents
+// moved; a server without it says ErrNoFeed.
+func TestQueueChangesFromTheFeed(t *testing.T) {
+	db := storetest.Open(t)
+	s := db.Store
+	ctx := testContext(t)
+	cur := store.ChangeCursor{}
+	_, _, cur, err := s.Queues.Changes(ctx, cur)
+	if !db.Embedded {
+		if !errors.Is(err, store.ErrNoFeed) {
+			t.Fatalf("a server without the gate: %v, want ErrNoFeed", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newID(t), newID(t)
+	now := time.Now().UTC()
+	if err := s.Queues.Started(ctx, a, 2, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Queues.Touch(ctx, b, store.ChangeHead, now); err != nil {
+		t.Fatal(err)
+	}
+	users, all, next, err := s.Queues.Changes(ctx, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(users)
+	want := []string{a, b}
+	slices.Sort(want)
+	if all || !slices.Equal(users, want) {
+		t.Errorf("after a start of %s and a touch of %s: %v (all %v)", a, b, users, all)
+	}
+	if users, all, _, err = s.Queues.Changes(ctx, next); err != nil || all || len(users) != 0 {
+		t.Errorf("nothing since: %v (all %v, %v)", users, all, err)
 	}
 }
