@@ -134,7 +134,9 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			}
 		}()
 
-		w := events.NewWatcher(s.cfg.Events, eventSource{s.store}, s.streamSession, u.ID)
+		ecfg := s.cfg.Events
+		ecfg.Hub = s.hub
+		w := events.NewWatcher(ecfg, eventSource{s.store}, s.streamSession, u.ID)
 		err := w.Run(ctx, from, func(e events.Event) error {
 			frame, err := sseFrame(e)
 			if err != nil {

@@ -230,6 +230,7 @@ type server struct {
 	inbox       *inbox.Inbox
 	streams     *streams // open event streams per user
 	views       *events.Views
+	hub         *events.Hub // the store's change feed, for the streams
 }
 
 // NewServer returns the API's http.Handler.
@@ -256,6 +257,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		inbox:       cfg.Inbox,
 		streams:     &streams{open: map[string]int{}, max: cfg.MaxStreams},
 		views:       events.NewViews(events.Config{Window: etaPlaces, Now: cfg.Now}, eventSource{st}, 0, 0),
+		hub:         events.NewHub(st.Queues.Changes, 0),
 	}
 	if s.inbox == nil {
 		d := inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: -1, Logger: cfg.Logger}, sessions, st.Queues)

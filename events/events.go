@@ -112,6 +112,9 @@ const (
 	// DefaultWindow bounds the places one read examines; it is above the
 	// largest queue cap (app.MaxQueueLimit).
 	DefaultWindow = 6000
+	// DefaultQuiet: with a live Hub, a watcher still polls this often (a
+	// safety net; the hub wakes it on every move of the queue document).
+	DefaultQuiet = 5 * time.Second
 	// historyPlaces is how many finished places before the waiting ones a
 	// watcher reads at its start for the estimates.
 	historyPlaces = 20
@@ -124,6 +127,11 @@ type Config struct {
 	SessionEvery time.Duration
 	Grace        time.Duration
 	Window       int
+	// Hub, if set, wakes the watcher when its user's queue document
+	// moved; while its feed works, the watcher polls on its own only
+	// every Quiet.
+	Hub   *Hub
+	Quiet time.Duration
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
 }
@@ -143,6 +151,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Window <= 0 {
 		c.Window = DefaultWindow
+	}
+	if c.Quiet <= 0 {
+		c.Quiet = DefaultQuiet
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -196,19 +207,31 @@ func NewWatcher(cfg Config, s Store, session SessionState, userID string) *Watch
 // without, the user's waiting and running requests and their session.
 func (w *Watcher) Run(ctx context.Context, from *Cursor, emit func(Event) error) error {
 	w.emit = emit
+	var wake <-chan struct{}
+	if w.cfg.Hub != nil {
+		ch, done := w.cfg.Hub.Subscribe(w.userID) // before the first read: no move is missed
+		defer done()
+		wake = ch
+	}
 	if err := w.start(ctx, from); err != nil {
 		return err
 	}
 	t := time.NewTicker(w.cfg.Poll)
 	defer t.Stop()
+	polled := w.cfg.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-wake:
 		case <-t.C:
-			if err := w.Poll(ctx); err != nil {
-				return err
+			if w.cfg.Hub != nil && w.cfg.Hub.Live() && w.cfg.Now().Sub(polled) < w.cfg.Quiet {
+				continue
 			}
+		}
+		polled = w.cfg.Now()
+		if err := w.Poll(ctx); err != nil {
+			return err
 		}
 	}
 }
