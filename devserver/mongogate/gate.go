@@ -24,6 +24,10 @@
 //
 // Reads pass through untouched: FerretDB reads one document in one SQLite
 // statement, which is atomic.
+//
+// The gate also keeps a change feed (FeedCommand), FerretDB v1 having no
+// change streams: which documents the writes it forwarded named, for
+// clients that follow many documents without reading each in turn.
 package mongogate
 
 import (
