@@ -338,8 +338,9 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		}
 		// New entries, once the tail hint moved past what was read (a
 		// submission raises it before its 202; a hint that lags is made up
-		// by the full read every LookAgain).
-		if room := w.room(); q.Tail > w.top && room > 0 {
+		// by the full read every LookAgain): exactly the places up to it,
+		// not one past to find the end.
+		if room := min(w.room(), int(q.Tail-w.top)); room > 0 {
 			placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, room)
 			if err != nil {
 				return fmt.Errorf("events: read new requests: %w", err)

@@ -410,7 +410,7 @@ func TestWatcherReadsTheHeadOnlyWhenItMayHaveMoved(t *testing.T) {
 	f.q.Delivered, f.q.Rev = 3, f.q.Rev+1
 	poll("delivered", 0)
 	f.add("sleep", now)
-	poll("submitted", 2, "4:queued@4") // the new entry, and the place after it
+	poll("submitted", 1, "4:queued@4") // the new entry only
 	f.set(1, models.StatusRunning, now, 1)
 	f.q.Started = 2
 	poll("started", headChunk, "1:running@0", "pos 2=1", "pos 3=2", "pos 4=3")
