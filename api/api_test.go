@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnstile/turnstile/activities"
 	"github.com/turnstile/turnstile/auth"
+	"github.com/turnstile/turnstile/events"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/starter"
 	"github.com/turnstile/turnstile/store"
@@ -342,5 +343,36 @@ func TestGetRequestPositionFromTheSequenceWithoutASessionQuery(t *testing.T) {
 	defer f.sessions.mu.Unlock()
 	if f.sessions.queries != 0 {
 		t.Errorf("GET /v1/requests/:id queried the session %d times, want 0", f.sessions.queries)
+	}
+}
+
+// GET reads the request, then the user's view of their queue; a start in
+// between must not make a waiting request show no position (the view's
+// "running" estimate is for a request r says still waits).
+func TestGetViewOfARequestThatStartedMeanwhileKeepsAPosition(t *testing.T) {
+	f := newFixture(t)
+	w := f.do("POST", "/v1/requests", `{"type":"echo","payload":{}}`)
+	if w.Code != http.StatusAccepted {
+		t.Fatalf("submit: %d %s", w.Code, w.Body)
+	}
+	var sub struct{ ID string }
+	if err := json.Unmarshal(w.Body.Bytes(), &sub); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	r, err := f.st.Requests.Get(ctx, f.userID, sub.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.Requests.MarkRunning(ctx, sub.ID, f.userID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.Queues.Started(ctx, f.userID, 2, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{store: f.st, views: events.NewViews(events.Config{Window: etaPlaces}, eventSource{f.st}, 0, 0)}
+	v := s.view(ctx, r) // r as read before the start
+	if v.Status != models.StatusQueued || v.Position == nil {
+		t.Errorf("queued as read, started since: status %s, position %v; want queued with a position", v.Status, v.Position)
 	}
 }

@@ -277,7 +277,9 @@ func (s *server) view(ctx context.Context, r *models.Request) requestView {
 	if err != nil {
 		return viewOf(r, 0)
 	}
-	if e, ok := est[r.ID]; ok {
+	// The view may have read the request after r, or before: its estimate
+	// counts only if it agrees that r waits (a position) or runs (0).
+	if e, ok := est[r.ID]; ok && (e.Position == 0) == (r.Status == models.StatusRunning) {
 		v := viewOf(r, e.Position)
 		v.ETA = &e.ETA
 		return v
