@@ -13,6 +13,7 @@ import (
 
 	"github.com/turnstile/turnstile/auth"
 	"github.com/turnstile/turnstile/events"
+	"github.com/turnstile/turnstile/metrics"
 	"github.com/turnstile/turnstile/models"
 	"github.com/turnstile/turnstile/store"
 )
@@ -32,11 +33,14 @@ const (
 type eventSource struct{ st *store.Store }
 
 func (e eventSource) Queue(ctx context.Context, userID string) (store.Queue, error) {
+	metrics.EventRead(metrics.ReadQueue, 1)
 	return e.st.Queues.Get(ctx, userID)
 }
 
 func (e eventSource) Window(ctx context.Context, userID string, from, hint int64, limit int) ([]store.Placed, int64, error) {
-	return e.st.Requests.Window(ctx, userID, from, hint, limit)
+	placed, top, err := e.st.Requests.Window(ctx, userID, from, hint, limit)
+	metrics.EventRead(metrics.ReadRequests, len(placed))
+	return placed, top, err
 }
 
 // streams counts each user's open event streams on this instance.
@@ -90,6 +94,8 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			return
 		}
 		defer s.streams.release(u.ID)
+		metrics.EventStreamOpened()
+		defer metrics.EventStreamClosed()
 
 		ctx, cancel := context.WithCancelCause(c.Request.Context())
 		defer cancel(nil)
@@ -142,6 +148,7 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			if err != nil {
 				return err
 			}
+			metrics.EventSent(e.Kind)
 			return write(frame)
 		})
 		if reason := context.Cause(ctx); reason != nil && !errors.Is(reason, context.Canceled) {

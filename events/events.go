@@ -97,10 +97,16 @@ const (
 	// DefaultLookAgain: a watcher reads the user's requests again after
 	// this long even when the queue document did not move (a change whose
 	// counter update failed is seen late, not never). The read examines
-	// every place from the first live one, so it is rare: at 5 s, 200
-	// streams of users with 50 waiting each would read about 2,000
-	// documents a second (50 per stream every 5 s).
-	DefaultLookAgain = 30 * time.Second
+	// every place from the first live one, so it is rare: at 30 s, 200
+	// streams of users with 40 waiting each read about 270 documents a
+	// second, most of what the streams read under many-users. What it
+	// alone catches is a cancel or requeue deeper in the queue whose
+	// counter update failed; DefaultHeadAgain covers the head.
+	DefaultLookAgain = 5 * time.Minute
+	// DefaultHeadAgain: a watcher reads the head (the running request and
+	// the next) this often even when the queue document did not move: a
+	// start or a finish whose counter update failed shows within it.
+	DefaultHeadAgain = 30 * time.Second
 	// DefaultSessionEvery: the session state is read on every steering
 	// change, when the queue of a session that is not open empties or
 	// fills, and this often (what changes it unseen: an idle session
@@ -124,6 +130,7 @@ const (
 type Config struct {
 	Poll         time.Duration
 	LookAgain    time.Duration
+	HeadAgain    time.Duration
 	SessionEvery time.Duration
 	Grace        time.Duration
 	Window       int
@@ -142,6 +149,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LookAgain <= 0 {
 		c.LookAgain = DefaultLookAgain
+	}
+	if c.HeadAgain <= 0 {
+		c.HeadAgain = min(DefaultHeadAgain, c.LookAgain)
 	}
 	if c.SessionEvery <= 0 {
 		c.SessionEvery = DefaultSessionEvery
@@ -187,6 +197,7 @@ type Watcher struct {
 	sess     *models.SessionState
 	sessAt   time.Time
 	lookedAt time.Time
+	headAt   time.Time // the last read of the head (a full read reads it too)
 	hadLive  bool
 	emit     func(Event) error
 	cursorAt time.Time
@@ -252,7 +263,7 @@ func (w *Watcher) start(ctx context.Context, from *Cursor) error {
 	if err != nil {
 		return fmt.Errorf("events: read queue: %w", err)
 	}
-	w.q, w.cursorAt, w.lookedAt = q, now, now
+	w.q, w.cursorAt, w.lookedAt, w.headAt = q, now, now, now
 	floor := max(q.Low, 1) // nothing before low waits or runs
 	var since time.Time
 	if from != nil {
@@ -313,7 +324,8 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		return fmt.Errorf("events: read queue: %w", err)
 	}
 	again := now.Sub(w.lookedAt) >= w.cfg.LookAgain
-	if q.Rev == w.q.Rev && !again {
+	headAgain := now.Sub(w.headAt) >= w.cfg.HeadAgain
+	if q.Rev == w.q.Rev && !again && !headAgain {
 		if now.Sub(w.sessAt) >= w.cfg.SessionEvery {
 			return w.readSession(ctx, false, false)
 		}
@@ -323,7 +335,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	w.q, w.cursorAt = q, now
 	var changed []change
 	if q.Scan != prev.Scan || again {
-		w.lookedAt = now
+		w.lookedAt, w.headAt = now, now
 		placed, top, err := w.store.Window(ctx, w.userID, w.floor, q.Tail, w.cfg.Window)
 		if err != nil {
 			return fmt.Errorf("events: read requests: %w", err)
@@ -331,7 +343,8 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		changed = w.apply(placed)
 		w.top = max(w.top, top)
 	} else {
-		if headMoved(prev, q) {
+		if headMoved(prev, q) || headAgain {
+			w.headAt = now
 			if changed, err = w.readHead(ctx); err != nil {
 				return err
 			}

@@ -420,3 +420,55 @@ func TestWatcherReadsTheHeadOnlyWhenItMayHaveMoved(t *testing.T) {
 	f.set(1, models.StatusRunning, now, 3) // rev alone: a writer without head
 	poll("unexplained rev", headChunk, "1:running@0")
 }
+
+// A change whose queue-document update failed moves nothing a watcher
+// polls: a start or finish at the head is seen within HeadAgain by a read
+// of the head alone, a cancel deeper in the queue within LookAgain by the
+// full read; before either, nothing is read but the queue document.
+func TestWatcherCatchesUnannouncedChangesHeadFirst(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 6 {
+		f.add("sleep", now)
+	}
+	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, nil, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	ctx := context.Background()
+	if err := w.start(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	// Positions (ETAs) may move as time passes the running request's
+	// estimate; only what happened to requests counts here.
+	poll := func(what string, after time.Duration, wantReads int, want ...string) {
+		t.Helper()
+		f.reads = 0
+		now = now.Add(after)
+		if err := w.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, e := range rec.take() {
+			if e.Kind != KindPositions {
+				got = append(got, describe([]Event{e})...)
+			}
+		}
+		same(t, what, got, want...)
+		if f.reads != wantReads {
+			t.Errorf("%s: %d place reads, want %d", what, f.reads, wantReads)
+		}
+	}
+	rev := f.q.Rev
+	f.set(1, models.StatusRunning, now, 1)
+	f.set(5, models.StatusCancelled, now, 0)
+	f.q.Rev = rev // neither write's counter update made it
+	for i := range 5 {
+		poll(fmt.Sprintf("quiet %d", i), DefaultHeadAgain/6, 0)
+	}
+	poll("head again", DefaultHeadAgain/6, headChunk, "1:running@0")
+	for now.Add(DefaultHeadAgain).Sub(t0) < DefaultLookAgain {
+		poll("head only", DefaultHeadAgain, headChunk)
+	}
+	poll("look again", DefaultHeadAgain, 7, "5:cancelled@0") // six places and the end
+}

@@ -85,6 +85,19 @@ var (
 		Help: "Inbox entries carried by successful deliveries, by who sent them.",
 	}, []string{"by"})
 
+	eventStreams = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "turnstile_event_streams_open",
+		Help: "Event streams (GET /v1/events) this API instance holds open.",
+	})
+	eventReads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnstile_event_documents_read_total",
+		Help: "Documents the event streams and the request/session views read from the store, by what they were (queue: a user's queue document; requests: their requests).",
+	}, []string{"read"})
+	eventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "turnstile_events_sent_total",
+		Help: "Events written to event streams, by kind (request, positions, session).",
+	}, []string{"kind"})
+
 	sessionsOpen = newCachedGauge(prometheus.NewDesc("turnstile_sessions_open",
 		"Open session workflows, from Temporal visibility (refreshed at most every 10s).", nil, nil),
 		sessionsMaxAge, sessionsScrapeWait, sessionsCountTimeout)
@@ -108,7 +121,7 @@ func init() {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		httpRequests, httpDuration,
 		submitted, started, finished, queueWait, execution, attempts,
-		deliveries, deliveredEntries, sessionsOpen, sdk,
+		deliveries, deliveredEntries, eventStreams, eventReads, eventsSent, sessionsOpen, sdk,
 	)
 }
 
@@ -174,3 +187,22 @@ func Delivered(by string, entries int, err error) {
 	deliveries.WithLabelValues(by, "ok").Inc()
 	deliveredEntries.WithLabelValues(by).Add(float64(entries))
 }
+
+// Values of EventRead's read label.
+const (
+	ReadQueue    = "queue"
+	ReadRequests = "requests"
+)
+
+// EventStreamOpened and EventStreamClosed track the open event streams.
+func EventStreamOpened() { eventStreams.Inc() }
+
+// EventStreamClosed: see EventStreamOpened.
+func EventStreamClosed() { eventStreams.Dec() }
+
+// EventRead counts n documents read from the store for the event streams or
+// the views (read is ReadQueue or ReadRequests).
+func EventRead(read string, n int) { eventReads.WithLabelValues(read).Add(float64(n)) }
+
+// EventSent counts one event of kind written to a stream.
+func EventSent(kind string) { eventsSent.WithLabelValues(kind).Inc() }
