@@ -95,6 +95,10 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 		}
 	}
 	start := time.Now()
+	announced, announce := start, a.AnnounceEvery
+	if announce <= 0 {
+		announce = DefaultAnnounceEvery
+	}
 	for i := first; i < len(in.Items); i++ {
 		if i > first && (time.Since(start) >= in.Budget || ctx.Err() != nil) {
 			break
@@ -111,6 +115,10 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 		}
 		res.Done = append(res.Done, out)
 		activity.RecordHeartbeat(ctx, res.Done)
+		if i < len(in.Items)-1 && time.Since(announced) >= announce {
+			a.handled(ctx, in.UserID, in.Items[i].Seq) // the end's covers the last
+			announced = time.Now()
+		}
 		if out.Status == models.StatusFailed && !out.Skipped && in.StopOnFailure {
 			break
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -796,6 +797,74 @@ func TestRunBatchWithFakeStores_HeartbeatKeepsProgressWhileAHandlerWorks(t *test
 			}
 			if last, _ := hb.last(); !reflect.DeepEqual(last, []any{res.Done}) {
 				t.Errorf("last heartbeat %#v, want the final outcomes %#v", last, res.Done)
+			}
+		})
+	}
+}
+
+// lowMarks is an Inbox (a unit-test fake) that records the low marks a
+// batch reports.
+type lowMarks struct {
+	mu   sync.Mutex
+	lows []int64
+}
+
+func (l *lowMarks) Pending(context.Context, string, int64, int) (models.Delivery, error) {
+	return models.Delivery{}, nil
+}
+
+func (l *lowMarks) Steering(context.Context, string) (bool, models.FailurePolicy, error) {
+	return false, "", nil
+}
+
+func (l *lowMarks) Handled(_ context.Context, _ string, low int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lows = append(l.lows, low)
+	return nil
+}
+
+func (l *lowMarks) Started(context.Context, string, int64) error { return nil }
+
+func (l *lowMarks) got() []int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.lows)
+}
+
+// A batch reports its progress (the queue's low mark, which wakes the
+// user's event streams) as it goes, at most every AnnounceEvery, not only
+// at its end: a finish early in a long batch reaches the streams then.
+func TestRunBatchWithFakeSettler_AnnouncesProgressAsItGoes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		every time.Duration
+		want  []int64
+	}{
+		{"every item", time.Nanosecond, []int64{2, 3, 4}},
+		{"at the end only", time.Hour, []int64{4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var reqs []models.Request
+			for i, id := range []string{"r1", "r2", "r3"} {
+				r := batchReq(id, batchOK)
+				r.Seq = int64(i + 1)
+				reqs = append(reqs, r)
+			}
+			rec, _, _ := newBatchStore(batchStoreKinds[1], reqs...)
+			a, env := newTestActivities(rec, newBatchHandlers().Registry)
+			marks := &lowMarks{}
+			a.Inbox, a.AnnounceEvery = marks, tc.every
+			in := batchInput(time.Minute, reqs...)
+			for i := range in.Items {
+				in.Items[i].Seq = reqs[i].Seq
+			}
+			res := mustExecuteBatch(t, env, a, in)
+			if len(res.Done) != 3 {
+				t.Fatalf("Done = %+v, want all three", res.Done)
+			}
+			if got := marks.got(); !slices.Equal(got, tc.want) {
+				t.Errorf("low marks %v, want %v", got, tc.want)
 			}
 		})
 	}
