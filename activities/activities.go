@@ -124,13 +124,15 @@ func (a *Activities) Pending(ctx context.Context, in PendingInput) (PendingResul
 
 // handled advances userID's low mark past entry seq; best effort (the mark
 // is a hint: a lower one costs a longer read when a fresh run starts).
-func (a *Activities) handled(ctx context.Context, userID string, seq int64) {
+func (a *Activities) handled(ctx context.Context, userID string, seq int64) bool {
 	if a.Inbox == nil || seq <= 0 {
-		return
+		return false
 	}
 	if err := a.Inbox.Handled(ctx, userID, seq+1); err != nil {
 		a.logger(ctx, "", userID).Warn("could not record the queue's low mark", "err", err)
+		return false
 	}
+	return true
 }
 
 func (a *Activities) now() time.Time {

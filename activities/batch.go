@@ -79,8 +79,9 @@ type Settler interface {
 // only if its outcome was not recorded, the same at-least-once boundary as
 // a single request.
 func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResult, err error) {
+	var told int64 // the last low mark recorded during the batch (a repeat is a write that wakes streams)
 	defer func() {
-		if n := len(res.Done); err == nil && n > 0 {
+		if n := len(res.Done); err == nil && n > 0 && in.Items[n-1].Seq != told {
 			a.handled(ctx, in.UserID, in.Items[n-1].Seq)
 		}
 	}()
@@ -116,7 +117,9 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 		res.Done = append(res.Done, out)
 		activity.RecordHeartbeat(ctx, res.Done)
 		if i < len(in.Items)-1 && time.Since(announced) >= announce {
-			a.handled(ctx, in.UserID, in.Items[i].Seq) // the end's covers the last
+			if a.handled(ctx, in.UserID, in.Items[i].Seq) { // the end's covers the last
+				told = in.Items[i].Seq
+			}
 			announced = time.Now()
 		}
 		if out.Status == models.StatusFailed && !out.Skipped && in.StopOnFailure {

@@ -837,12 +837,16 @@ func (l *lowMarks) got() []int64 {
 // at its end: a finish early in a long batch reaches the streams then.
 func TestRunBatchWithFakeSettler_AnnouncesProgressAsItGoes(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		every time.Duration
-		want  []int64
+		name   string
+		every  time.Duration
+		budget time.Duration
+		done   int
+		want   []int64
 	}{
-		{"every item", time.Nanosecond, []int64{2, 3, 4}},
-		{"at the end only", time.Hour, []int64{4}},
+		{"every item", time.Nanosecond, time.Minute, 3, []int64{2, 3, 4}},
+		{"at the end only", time.Hour, time.Minute, 3, []int64{4}},
+		// Ended by its budget right after telling: the end does not tell again.
+		{"not twice", time.Nanosecond, time.Nanosecond, 1, []int64{2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var reqs []models.Request
@@ -855,13 +859,13 @@ func TestRunBatchWithFakeSettler_AnnouncesProgressAsItGoes(t *testing.T) {
 			a, env := newTestActivities(rec, newBatchHandlers().Registry)
 			marks := &lowMarks{}
 			a.Inbox, a.AnnounceEvery = marks, tc.every
-			in := batchInput(time.Minute, reqs...)
+			in := batchInput(tc.budget, reqs...)
 			for i := range in.Items {
 				in.Items[i].Seq = reqs[i].Seq
 			}
 			res := mustExecuteBatch(t, env, a, in)
-			if len(res.Done) != 3 {
-				t.Fatalf("Done = %+v, want all three", res.Done)
+			if len(res.Done) != tc.done {
+				t.Fatalf("Done = %+v, want %d", res.Done, tc.done)
 			}
 			if got := marks.got(); !slices.Equal(got, tc.want) {
 				t.Errorf("low marks %v, want %v", got, tc.want)

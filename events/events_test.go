@@ -381,20 +381,28 @@ func TestViewsAreBounded(t *testing.T) {
 // moved (started, low or head moved, or rev without any counter that
 // explains it): a delivery to the session reads nothing, a submission
 // only the new entry.
+// startedWatcher is a watcher of f on the clock *now, past its start (its
+// first events taken).
+func startedWatcher(t *testing.T, f *fakeStore, now *time.Time) (*Watcher, *recorder) {
+	t.Helper()
+	w := NewWatcher(Config{Now: func() time.Time { return *now }}, f, nil, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	if err := w.start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	return w, rec
+}
+
 func TestWatcherReadsTheHeadOnlyWhenItMayHaveMoved(t *testing.T) {
 	f := newFake()
 	now := t0
 	for range 3 {
 		f.add("sleep", now)
 	}
-	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, nil, "u")
-	rec := &recorder{}
-	w.emit = rec.emit
+	w, rec := startedWatcher(t, f, &now)
 	ctx := context.Background()
-	if err := w.start(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	rec.take()
 	poll := func(what string, wantReads int, want ...string) {
 		t.Helper()
 		f.reads = 0
@@ -431,14 +439,8 @@ func TestWatcherCatchesUnannouncedChangesHeadFirst(t *testing.T) {
 	for range 6 {
 		f.add("sleep", now)
 	}
-	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, nil, "u")
-	rec := &recorder{}
-	w.emit = rec.emit
+	w, rec := startedWatcher(t, f, &now)
 	ctx := context.Background()
-	if err := w.start(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
-	rec.take()
 	// Positions (ETAs) may move as time passes the running request's
 	// estimate; only what happened to requests counts here.
 	poll := func(what string, after time.Duration, wantReads int, want ...string) {

@@ -91,7 +91,7 @@ var (
 	})
 	eventReads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnstile_event_documents_read_total",
-		Help: "Documents the event streams and the request/session views read from the store, by what they were (queue: a user's queue document; requests: their requests).",
+		Help: "Documents the event streams and the request/session views got from the store, by what they were (queue: a user's queue document; requests: their requests; a read that found nothing is not counted).",
 	}, []string{"read"})
 	eventsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "turnstile_events_sent_total",
