@@ -257,7 +257,7 @@ func NewServer(cfg Config, st *store.Store, sessions Sessions) (http.Handler, er
 		inbox:       cfg.Inbox,
 		streams:     &streams{open: map[string]int{}, max: cfg.MaxStreams},
 		views:       events.NewViews(events.Config{Window: etaPlaces, Now: cfg.Now}, eventSource{st}, 0, 0),
-		hub:         events.NewHub(st.Queues.Changes, 0),
+		hub:         events.NewHub(st.Queues.Changes, st.Requests.Changes, 0),
 	}
 	if s.inbox == nil {
 		d := inbox.NewDispatcher(context.Background(), inbox.DispatcherConfig{Linger: -1, Logger: cfg.Logger}, sessions, st.Queues)

@@ -191,6 +191,7 @@ type Watcher struct {
 	items map[string]*item
 	floor int64 // lowest place still live (or top+1)
 	top   int64 // highest place read
+	hint  int64 // highest place a write was told of (Places)
 	q     store.Queue
 	est   *Estimator
 
@@ -218,11 +219,12 @@ func NewWatcher(cfg Config, s Store, session SessionState, userID string) *Watch
 // without, the user's waiting and running requests and their session.
 func (w *Watcher) Run(ctx context.Context, from *Cursor, emit func(Event) error) error {
 	w.emit = emit
+	var sub *Sub
 	var wake <-chan struct{}
 	if w.cfg.Hub != nil {
-		ch, done := w.cfg.Hub.Subscribe(w.userID) // before the first read: no move is missed
+		s, done := w.cfg.Hub.Subscribe(w.userID) // before the first read: no move is missed
 		defer done()
-		wake = ch
+		sub, wake = s, s.C()
 	}
 	if err := w.start(ctx, from); err != nil {
 		return err
@@ -231,17 +233,29 @@ func (w *Watcher) Run(ctx context.Context, from *Cursor, emit func(Event) error)
 	defer t.Stop()
 	polled := w.cfg.Now()
 	for {
+		places := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-wake:
+			queue, ids := sub.Take()
+			places = w.cfg.Hub.PlacesLive()
+			if places && len(ids) > 0 {
+				if err := w.Places(ctx, ids); err != nil {
+					return err
+				}
+			}
+			if places && !queue {
+				continue
+			}
 		case <-t.C:
 			if w.cfg.Hub != nil && w.cfg.Hub.Live() && w.cfg.Now().Sub(polled) < w.cfg.Quiet {
 				continue
 			}
+			places = w.cfg.Hub != nil && w.cfg.Hub.PlacesLive()
 		}
 		polled = w.cfg.Now()
-		if err := w.Poll(ctx); err != nil {
+		if err := w.poll(ctx, places); err != nil {
 			return err
 		}
 	}
@@ -317,7 +331,12 @@ func (w *Watcher) start(ctx context.Context, from *Cursor) error {
 
 // Poll reads the queue document and, if it moved, the requests it says
 // may have changed, and sends what did.
-func (w *Watcher) Poll(ctx context.Context) error {
+func (w *Watcher) Poll(ctx context.Context) error { return w.poll(ctx, false) }
+
+// poll is Poll; with places, the watcher hears of every write of its
+// user's request documents (Places), so only the moves those do not show
+// (a cancel's scan, the steering) and the timers make it read requests.
+func (w *Watcher) poll(ctx context.Context, places bool) error {
 	now := w.cfg.Now()
 	q, err := w.store.Queue(ctx, w.userID)
 	if err != nil {
@@ -325,7 +344,11 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	}
 	again := now.Sub(w.lookedAt) >= w.cfg.LookAgain
 	headAgain := now.Sub(w.headAt) >= w.cfg.HeadAgain
-	if q.Rev == w.q.Rev && !again && !headAgain {
+	moved := q.Rev != w.q.Rev
+	if places {
+		moved = !sameSteering(q, w.q)
+	}
+	if !moved && !again && !headAgain {
 		if now.Sub(w.sessAt) >= w.cfg.SessionEvery {
 			return w.readSession(ctx, false, false)
 		}
@@ -336,14 +359,14 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	var changed []change
 	if q.Scan != prev.Scan || again {
 		w.lookedAt, w.headAt = now, now
-		placed, top, err := w.store.Window(ctx, w.userID, w.floor, q.Tail, w.cfg.Window)
+		placed, top, err := w.store.Window(ctx, w.userID, w.floor, max(q.Tail, w.hint), w.cfg.Window)
 		if err != nil {
 			return fmt.Errorf("events: read requests: %w", err)
 		}
 		changed = w.apply(placed)
 		w.top = max(w.top, top)
 	} else {
-		if headMoved(prev, q) || headAgain {
+		if (!places && headMoved(prev, q)) || headAgain {
 			w.headAt = now
 			if changed, err = w.readHead(ctx); err != nil {
 				return err
@@ -352,16 +375,85 @@ func (w *Watcher) Poll(ctx context.Context) error {
 		// New entries, once the tail hint moved past what was read (a
 		// submission raises it before its 202; a hint that lags is made up
 		// by the full read every LookAgain): exactly the places up to it,
-		// not one past to find the end.
-		if room := min(w.room(), int(q.Tail-w.top)); room > 0 {
-			placed, top, err := w.store.Window(ctx, w.userID, w.top+1, q.Tail, room)
+		// not one past to find the end. With places, their inserts wake
+		// the watcher with them (Places).
+		if !places {
+			more, err := w.readNew(ctx, q.Tail)
 			if err != nil {
-				return fmt.Errorf("events: read new requests: %w", err)
+				return err
 			}
-			changed = append(changed, w.apply(placed)...)
-			w.top = max(w.top, top)
+			changed = append(changed, more...)
 		}
 	}
+	return w.tell(ctx, changed, q.Steer != prev.Steer || q.Paused != prev.Paused)
+}
+
+// sameSteering: a and b agree on what only the queue document shows (the
+// rest the request documents' writes show).
+func sameSteering(a, b store.Queue) bool {
+	return a.Scan == b.Scan && a.Steer == b.Steer && a.Paused == b.Paused && a.Policy == b.Policy && a.Closing == b.Closing
+}
+
+// Places reads the places of the request documents ids (written since the
+// watcher last heard, as the hub tells it) and sends what changed: a
+// request it follows is read at its place; one past what it read is a new
+// entry, read with every place before it (a gap ends the read; the write
+// that fills it is told too). No queue document read.
+func (w *Watcher) Places(ctx context.Context, ids []string) error {
+	var known []int64
+	for _, id := range ids {
+		if it := w.items[id]; it != nil {
+			known = append(known, it.place)
+			continue
+		}
+		if _, seq, ok := models.ParseRequestID(id); ok && seq > w.top {
+			w.hint = max(w.hint, seq)
+		}
+	}
+	if len(known) == 0 && w.hint <= w.top {
+		return nil // a request the watcher no longer follows
+	}
+	w.cursorAt = w.cfg.Now()
+	slices.Sort(known)
+	known = slices.Compact(known)
+	var changed []change
+	for i := 0; i < len(known); {
+		j := i
+		for j+1 < len(known) && known[j+1] == known[j]+1 {
+			j++
+		}
+		placed, _, err := w.store.Window(ctx, w.userID, known[i], known[j], int(known[j]-known[i]+1))
+		if err != nil {
+			return fmt.Errorf("events: read places: %w", err)
+		}
+		changed = append(changed, w.apply(placed)...)
+		i = j + 1
+	}
+	more, err := w.readNew(ctx, w.hint)
+	if err != nil {
+		return err
+	}
+	return w.tell(ctx, append(changed, more...), false)
+}
+
+// readNew reads the places past the top through hint.
+func (w *Watcher) readNew(ctx context.Context, hint int64) ([]change, error) {
+	room := min(w.room(), int(max(hint, w.hint)-w.top))
+	if room <= 0 {
+		return nil, nil
+	}
+	placed, top, err := w.store.Window(ctx, w.userID, w.top+1, max(hint, w.hint), room)
+	if err != nil {
+		return nil, fmt.Errorf("events: read new requests: %w", err)
+	}
+	w.top = max(w.top, top)
+	return w.apply(placed), nil
+}
+
+// tell works out positions afresh and sends the changes, the positions
+// that moved and, when it may have moved (steered: the steering did), the
+// session's state.
+func (w *Watcher) tell(ctx context.Context, changed []change, steered bool) error {
 	moved := w.settle()
 	for _, ch := range changed {
 		all := steps(ch.prev, ch.it.req, time.Time{})
@@ -385,7 +477,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	// closing one ends when it drains, a closed one opens on a submission.
 	live := w.anyLive()
 	open := w.sess != nil && w.sess.State == models.SessionOpen
-	force := q.Steer != prev.Steer || q.Paused != prev.Paused || (live != w.hadLive && !open)
+	force := steered || (live != w.hadLive && !open)
 	w.hadLive = live
 	return w.readSession(ctx, force, force)
 }

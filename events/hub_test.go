@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -18,9 +19,11 @@ type fakeFeed struct {
 	all   bool
 	err   error
 	calls int
+	// fields are what each move set (nil: any).
+	fields []string
 }
 
-func (f *fakeFeed) read(_ context.Context, c store.ChangeCursor) ([]string, bool, store.ChangeCursor, error) {
+func (f *fakeFeed) read(_ context.Context, c store.ChangeCursor) ([]store.Written, bool, store.ChangeCursor, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
@@ -33,12 +36,14 @@ func (f *fakeFeed) read(_ context.Context, c store.ChangeCursor) ([]string, bool
 	}
 	all := f.all
 	f.all = false
-	var users []string
+	var ws []store.Written
 	for _, m := range f.moves {
-		users = append(users, m...)
+		for _, id := range m {
+			ws = append(ws, store.Written{ID: id, Fields: f.fields})
+		}
 	}
 	f.moves = nil
-	return users, all, next, nil
+	return ws, all, next, nil
 }
 
 func (f *fakeFeed) move(users ...string) {
@@ -47,19 +52,20 @@ func (f *fakeFeed) move(users ...string) {
 	f.mu.Unlock()
 }
 
-func woken(ch <-chan struct{}, within time.Duration) bool {
+func woken(s *Sub, within time.Duration) bool {
 	select {
-	case <-ch:
+	case <-s.C():
 		return true
 	case <-time.After(within):
 		return false
 	}
 }
 
-func drain(ch <-chan struct{}) {
+func drain(s *Sub) {
+	s.Take()
 	for {
 		select {
-		case <-ch:
+		case <-s.C():
 		default:
 			return
 		}
@@ -68,7 +74,7 @@ func drain(ch <-chan struct{}) {
 
 func TestHubWakesTheWatchersOfTheUsersThatMoved(t *testing.T) {
 	f := &fakeFeed{}
-	h := NewHub(f.read, 5*time.Millisecond)
+	h := NewHub(f.read, nil, 5*time.Millisecond)
 	a, doneA := h.Subscribe("a")
 	b, doneB := h.Subscribe("b")
 	if !woken(a, time.Second) || !woken(b, time.Second) {
@@ -109,7 +115,7 @@ func TestHubWakesTheWatchersOfTheUsersThatMoved(t *testing.T) {
 
 func TestHubWithoutAFeedIsNotLive(t *testing.T) {
 	f := &fakeFeed{err: store.ErrNoFeed}
-	h := NewHub(f.read, time.Millisecond)
+	h := NewHub(f.read, nil, time.Millisecond)
 	_, done := h.Subscribe("a")
 	defer done()
 	time.Sleep(20 * time.Millisecond)
@@ -150,7 +156,7 @@ func TestWatcherWithALiveHubPollsOnlyWhenWoken(t *testing.T) {
 	l := &lockedStore{f: newFake()}
 	l.f.add("echo", t0)
 	feed := &fakeFeed{}
-	h := NewHub(feed.read, 2*time.Millisecond)
+	h := NewHub(feed.read, nil, 2*time.Millisecond)
 	w := NewWatcher(Config{Poll: time.Millisecond, Quiet: time.Hour, Hub: h}, l, nil, "u")
 	evs := make(chan Event, 100)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -185,5 +191,196 @@ func TestWatcherWithALiveHubPollsOnlyWhenWoken(t *testing.T) {
 		}
 	case <-time.After(time.Second):
 		t.Error("the move was not seen within a second")
+	}
+}
+
+func waitPlacesLive(t *testing.T, h *Hub) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Second); !h.PlacesLive(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub's places not live")
+		}
+	}
+}
+
+// With the requests' feed, a request document's write wakes its user's
+// watchers with its _id, and a move of the queue document that only the
+// request writes explain (a start's counters) wakes nobody for the queue
+// document; a steering move still does. Without that feed, every queue
+// move wakes as before.
+func TestHubWakesWithThePlacesWrittenAndSkipsTheCountersTheyExplain(t *testing.T) {
+	qf, rf := &fakeFeed{}, &fakeFeed{}
+	h := NewHub(qf.read, rf.read, 2*time.Millisecond)
+	a, doneA := h.Subscribe("a")
+	defer doneA()
+	b, doneB := h.Subscribe("b")
+	defer doneB()
+	waitPlacesLive(t, h)
+	time.Sleep(10 * time.Millisecond)
+	drain(a)
+	drain(b)
+
+	rf.move(models.RequestID("a", 3), "not-an-entry")
+	qf.mu.Lock()
+	qf.fields = []string{"started", "rev", "updated_at"}
+	qf.mu.Unlock()
+	qf.move("a")
+	if !woken(a, time.Second) {
+		t.Fatal("a's request written: a not woken")
+	}
+	time.Sleep(10 * time.Millisecond) // both feeds read in that round
+	if queue, ids := a.Take(); queue || fmt.Sprint(ids) != "["+models.RequestID("a", 3)+"]" {
+		t.Errorf("a woken with queue %v, ids %v; want only its place 3", queue, ids)
+	}
+	if woken(b, 30*time.Millisecond) {
+		t.Error("a's request written: b woken")
+	}
+
+	qf.mu.Lock()
+	qf.fields = []string{"steer", "rev", "updated_at"}
+	qf.mu.Unlock()
+	qf.move("a")
+	if !woken(a, time.Second) {
+		t.Fatal("a's steering moved: a not woken")
+	}
+	if queue, _ := a.Take(); !queue {
+		t.Error("a's steering moved: not told the queue document moved")
+	}
+
+	rf.mu.Lock()
+	rf.err = store.ErrNoFeed
+	rf.mu.Unlock()
+	for deadline := time.Now().Add(time.Second); h.PlacesLive(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("places still live without the requests' feed")
+		}
+	}
+	if !h.Live() {
+		t.Error("the queue feed still works: live")
+	}
+	drain(a)
+	qf.mu.Lock()
+	qf.fields = []string{"started", "rev", "updated_at"}
+	qf.mu.Unlock()
+	qf.move("a")
+	if !woken(a, time.Second) {
+		t.Fatal("without the requests' feed a start's counters must wake a")
+	}
+	if queue, _ := a.Take(); !queue {
+		t.Error("without the requests' feed: not told the queue document moved")
+	}
+}
+
+// Told which request documents were written, a watcher reads just those
+// places (and new ones up to the highest told), not the queue document; a
+// new entry told before the one below it is read once that one is.
+func TestWatcherReadsThePlacesItIsToldOf(t *testing.T) {
+	f := newFake()
+	now := t0
+	for range 3 {
+		f.add("echo", now)
+	}
+	w := NewWatcher(Config{Now: func() time.Time { return now }}, f, nil, "u")
+	rec := &recorder{}
+	w.emit = rec.emit
+	if err := w.start(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	rec.take()
+	qreads := 0
+	cs := &countingQueue{fakeStore: f, n: &qreads}
+	w.store = cs
+
+	f.set(1, models.StatusRunning, now, 1)
+	f.reads = 0
+	if err := w.Places(context.Background(), []string{models.RequestID("u", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "1 started", describe(rec.take()), "1:running@0", "pos 2=1", "pos 3=2")
+	if f.reads != 1 || qreads != 0 {
+		t.Errorf("a start told: %d place reads, %d queue reads; want 1 and 0", f.reads, qreads)
+	}
+
+	// Place 5 is committed before 4 (concurrent submissions).
+	f.add("echo", now)
+	p4 := f.places[4]
+	delete(f.places, 4)
+	f.add("echo", now)
+	f.reads = 0
+	if err := w.Places(context.Background(), []string{models.RequestID("u", 5)}); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "5 told before 4 exists", describe(rec.take()))
+	f.places[4] = p4
+	if err := w.Places(context.Background(), []string{models.RequestID("u", 4)}); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "4 told", describe(rec.take()), "4:queued@3", "5:queued@4")
+
+	f.set(1, models.StatusSucceeded, now, 1)
+	f.set(2, models.StatusRunning, now, 1)
+	f.reads = 0
+	if err := w.Places(context.Background(), []string{models.RequestID("u", 2), models.RequestID("u", 1), "u-gone"}); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "1 done, 2 started", describe(rec.take()), "1:succeeded@0", "2:running@0", "pos 3=1", "pos 4=2", "pos 5=3")
+	if f.reads != 2 || qreads != 0 {
+		t.Errorf("a finish and a start told: %d place reads, %d queue reads; want 2 (one read of places 1-2) and 0", f.reads, qreads)
+	}
+	if err := w.Places(context.Background(), []string{models.RequestID("u", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	same(t, "a finished request told again, below the floor", describe(rec.take()))
+}
+
+// countingQueue is a fakeStore that counts the queue document's reads.
+type countingQueue struct {
+	*fakeStore
+	n *int
+}
+
+func (c *countingQueue) Queue(ctx context.Context, u string) (store.Queue, error) {
+	*c.n++
+	return c.fakeStore.Queue(ctx, u)
+}
+
+// With a live hub on both feeds, a start reaches the stream from the
+// request's write, with no read of the queue document.
+func TestWatcherWithPlacesLiveSeesAStartWithoutAQueueRead(t *testing.T) {
+	l := &lockedStore{f: newFake()}
+	l.f.add("echo", t0)
+	qf, rf := &fakeFeed{}, &fakeFeed{}
+	h := NewHub(qf.read, rf.read, 2*time.Millisecond)
+	w := NewWatcher(Config{Poll: time.Millisecond, Quiet: time.Hour, Hub: h}, l, nil, "u")
+	evs := make(chan Event, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = w.Run(ctx, nil, func(e Event) error { evs <- e; return nil }) }()
+	<-evs
+	waitPlacesLive(t, h)
+	time.Sleep(20 * time.Millisecond) // the wake of the fresh feeds
+	l.mu.Lock()
+	before := l.qreads
+	l.f.set(1, models.StatusRunning, t0, 1)
+	l.f.q.Started = 2
+	l.mu.Unlock()
+	rf.move(models.RequestID("u", 1))
+	qf.mu.Lock()
+	qf.fields = []string{"started", "rev", "updated_at"}
+	qf.mu.Unlock()
+	qf.move("u")
+	select {
+	case e := <-evs:
+		if e.Kind != KindRequest || e.Request.Status != models.StatusRunning {
+			t.Errorf("after the start: %+v, want it", e)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the start was not seen within a second")
+	}
+	time.Sleep(20 * time.Millisecond)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := l.qreads - before; n != 0 {
+		t.Errorf("%d queue reads for a start told by its place, want 0", n)
 	}
 }

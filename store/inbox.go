@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -852,26 +853,65 @@ type ChangeCursor struct {
 // (devserver/mongogate.FeedCommand).
 const feedCommand = "turnstileChanges"
 
-// Changes returns the users whose queue documents changed since c, and
-// the cursor to ask from next; all means any of them may have (the feed
-// cannot tell which). The zero cursor lists none: it only starts one.
-// ErrNoFeed if the server has no feed.
-func (q *Queues) Changes(ctx context.Context, c ChangeCursor) (users []string, all bool, next ChangeCursor, err error) {
-	var r struct {
-		Epoch int64    `bson:"epoch"`
-		Next  int64    `bson:"next"`
-		IDs   []string `bson:"ids"`
-		All   bool     `bson:"all"`
+// Written is a document a write touched, by _id, and the top-level fields
+// it set (nil: any may have changed, as by an insert).
+type Written struct {
+	ID     string
+	Fields []string
+}
+
+// Only reports whether the change set nothing but fields among these.
+func (c Written) Only(fields ...string) bool {
+	if c.Fields == nil {
+		return false
 	}
-	err = q.c.Database().RunCommand(ctx, bson.D{
-		{Key: feedCommand, Value: q.c.Name()}, {Key: "epoch", Value: c.Epoch}, {Key: "after", Value: c.Seq},
+	for _, f := range c.Fields {
+		if !slices.Contains(fields, f) {
+			return false
+		}
+	}
+	return true
+}
+
+// Changes returns the users whose queue documents changed since c (each
+// with the fields it set), and the cursor to ask from next; all means any
+// of them may have (the feed cannot tell which). The zero cursor lists
+// none: it only starts one. ErrNoFeed if the server has no feed.
+func (q *Queues) Changes(ctx context.Context, c ChangeCursor) (changes []Written, all bool, next ChangeCursor, err error) {
+	return feedChanges(ctx, q.c, "read queue changes", c)
+}
+
+// Changes returns the request documents (entries) written since c, by
+// _id (models.RequestID: the user and the place), as Queues.Changes does
+// the queue documents.
+func (r *Requests) Changes(ctx context.Context, c ChangeCursor) (changes []Written, all bool, next ChangeCursor, err error) {
+	return feedChanges(ctx, r.c, "read request changes", c)
+}
+
+func feedChanges(ctx context.Context, coll *mongo.Collection, op string, c ChangeCursor) (changes []Written, all bool, next ChangeCursor, err error) {
+	var r struct {
+		Epoch  int64      `bson:"epoch"`
+		Next   int64      `bson:"next"`
+		IDs    []string   `bson:"ids"`
+		Fields [][]string `bson:"fields"`
+		All    bool       `bson:"all"`
+	}
+	err = coll.Database().RunCommand(ctx, bson.D{
+		{Key: feedCommand, Value: coll.Name()}, {Key: "epoch", Value: c.Epoch}, {Key: "after", Value: c.Seq},
 	}).Decode(&r)
 	var ce mongo.CommandError
 	if errors.As(err, &ce) && ce.Code == 59 { // CommandNotFound
 		return nil, false, c, ErrNoFeed
 	}
 	if err != nil {
-		return nil, false, c, wrap("read queue changes", err)
+		return nil, false, c, wrap(op, err)
 	}
-	return r.IDs, r.All, ChangeCursor{Epoch: r.Epoch, Seq: r.Next}, nil
+	changes = make([]Written, len(r.IDs))
+	for i, id := range r.IDs {
+		changes[i].ID = id
+		if i < len(r.Fields) { // an older gate lists no fields: any
+			changes[i].Fields = r.Fields[i]
+		}
+	}
+	return changes, r.All, ChangeCursor{Epoch: r.Epoch, Seq: r.Next}, nil
 }

@@ -382,9 +382,15 @@ func TestQueueChangesFromTheFeed(t *testing.T) {
 	if err := s.Queues.Touch(ctx, b, store.ChangeHead, now); err != nil {
 		t.Fatal(err)
 	}
-	users, all, next, err := s.Queues.Changes(ctx, cur)
+	changes, all, next, err := s.Queues.Changes(ctx, cur)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var users []string
+	fields := map[string][]string{}
+	for _, c := range changes {
+		users = append(users, c.ID)
+		fields[c.ID] = c.Fields
 	}
 	slices.Sort(users)
 	want := []string{a, b}
@@ -392,7 +398,26 @@ func TestQueueChangesFromTheFeed(t *testing.T) {
 	if all || !slices.Equal(users, want) {
 		t.Errorf("after a start of %s and a touch of %s: %v (all %v)", a, b, users, all)
 	}
-	if users, all, _, err = s.Queues.Changes(ctx, next); err != nil || all || len(users) != 0 {
-		t.Errorf("nothing since: %v (all %v, %v)", users, all, err)
+	// A start sets only its counters: a reader can tell it from a steer.
+	for _, c := range changes {
+		if c.ID == a && (!c.Only("started", "rev", "updated_at") || c.Only("rev", "updated_at")) {
+			t.Errorf("the start's fields: %v, want started, rev, updated_at", c.Fields)
+		}
+	}
+	if changes, all, _, err = s.Queues.Changes(ctx, next); err != nil || all || len(changes) != 0 {
+		t.Errorf("nothing since: %v (all %v, %v)", changes, all, err)
+	}
+	// The requests' feed lists an accepted entry by its _id.
+	rcur := store.ChangeCursor{}
+	if _, _, rcur, err = s.Requests.Changes(ctx, rcur); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := s.Requests.Append(ctx, a, 0, items(1, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rch, all, _, err := s.Requests.Changes(ctx, rcur)
+	if err != nil || all || !slices.ContainsFunc(rch, func(c store.Written) bool { return c.ID == acc[0].ID && c.Fields == nil }) {
+		t.Errorf("after accepting %s: %+v (all %v, %v), want it listed, any field", acc[0].ID, rch, all, err)
 	}
 }

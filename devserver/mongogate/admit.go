@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"hash/maphash"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -78,21 +79,21 @@ func (g *Gate) admit(raw []byte, reply func(to int32, body []byte) error) (forwa
 		}
 		return nil, g.locks.nolck, nil
 	case "insert":
-		return raw, g.feed.after(g.locks.nolck, ns, "", true), nil
+		return raw, g.feed.afterInsert(g.locks.nolck, ns, insertedIDs(m)), nil
 	default:
 		return raw, g.locks.nolck, nil // reads, commands
 	}
 	if !w.single() {
 		g.stats.Exclusive.Add(1)
-		return raw, g.feed.after(g.locks.exclusive(), ns, "", true), nil
+		return raw, g.feed.after(g.locks.exclusive(), ns, "", true, nil), nil
 	}
 	id, rest, ok := splitFilter(w.filter())
 	if !ok {
 		g.stats.Exclusive.Add(1)
-		return raw, g.feed.after(g.locks.exclusive(), ns, "", true), nil
+		return raw, g.feed.after(g.locks.exclusive(), ns, "", true, nil), nil
 	}
 	sid, isString := id.StringValueOK()
-	unlock = g.feed.after(g.locks.doc(ns+"\x00"+string(rune(id.Type))+string(id.Value)), ns, sid, !isString)
+	unlock = g.feed.after(g.locks.doc(ns+"\x00"+string(rune(id.Type))+string(id.Value)), ns, sid, !isString, w.fields())
 	if len(rest) == 0 || w.upsert() || w.has("collation") {
 		g.stats.Forwarded.Add(1)
 		return raw, unlock, nil
@@ -193,6 +194,99 @@ func (w write) filter() bson.Raw {
 func (w write) upsert() bool {
 	b, _ := w.stmt().Lookup("upsert").BooleanOK()
 	return b
+}
+
+// fields are the top-level fields the statement's update sets through
+// operators (an upsert's new document holds only those and the _id); nil
+// when any may change (a delete, a replacement, a pipeline).
+func (w write) fields() []string {
+	if w.list == "deletes" {
+		return nil
+	}
+	key := "u"
+	if w.list == "" {
+		if rm, _ := w.stmt().Lookup("remove").BooleanOK(); rm {
+			return nil
+		}
+		key = "update"
+	}
+	u, ok := w.stmt().Lookup(key).DocumentOK()
+	if !ok {
+		return nil
+	}
+	ops, err := u.Elements()
+	if err != nil || len(ops) == 0 {
+		return nil
+	}
+	var out []string
+	for _, op := range ops {
+		d, isDoc := op.Value().DocumentOK()
+		if !strings.HasPrefix(op.Key(), "$") || !isDoc {
+			return nil // a replacement
+		}
+		elems, err := d.Elements()
+		if err != nil {
+			return nil
+		}
+		for _, e := range elems {
+			f, _, _ := strings.Cut(e.Key(), ".")
+			if op.Key() == "$rename" {
+				to, _ := e.Value().StringValueOK()
+				t, _, _ := strings.Cut(to, ".")
+				if !slices.Contains(out, t) {
+					out = append(out, t)
+				}
+			}
+			if !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	if out == nil {
+		return nil
+	}
+	return out
+}
+
+// insertedIDs are the string _ids of an insert's documents; nil when one
+// has none or another kind (the feed then says all).
+func insertedIDs(m *message) []string {
+	var docs []bson.Raw
+	found := false
+	for _, s := range m.seqs {
+		if s.id == "documents" {
+			docs, found = s.docs, true
+		}
+	}
+	if !found {
+		arr, ok := m.body.Lookup("documents").ArrayOK()
+		if !ok {
+			return nil
+		}
+		vals, err := arr.Values()
+		if err != nil {
+			return nil
+		}
+		for _, v := range vals {
+			d, ok := v.DocumentOK()
+			if !ok {
+				return nil
+			}
+			docs = append(docs, d)
+		}
+	}
+	ids := make([]string, 0, len(docs))
+	for _, d := range docs {
+		id, ok := d.Lookup("_id").StringValueOK()
+		if !ok {
+			return nil
+		}
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return ids
 }
 
 func (w write) has(key string) bool {
