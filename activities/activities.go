@@ -57,16 +57,16 @@ type Activities struct {
 	// Inbox reads users' pending inbox entries and records how far their
 	// sessions got; nil in tests that feed sessions by signal only.
 	Inbox Inbox
-	// AnnounceEvery: a batch records its progress (the low mark) at most
-	// this often while it runs, besides at its end; the move wakes the
-	// user's event streams, so a finish early in a batch is not told only
-	// when the batch ends. Zero is DefaultAnnounceEvery.
+	// AnnounceEvery: if positive, a batch records its progress (the low
+	// mark) at most this often while it runs, besides at its end, so that
+	// event streams that poll the queue document (a MongoDB without the
+	// embedded store's change feed) see a finish early in a batch before
+	// the batch ends; 100ms bounds what a batch adds to such an event's
+	// latency at a write per 100 ms of batch. Zero (the default): at the
+	// end only; with the feed, streams hear of each finish from the
+	// request's own write (events.Hub).
 	AnnounceEvery time.Duration
 }
-
-// DefaultAnnounceEvery bounds what a batch adds to an event's latency
-// (DefaultBatchBudget is 250 ms) at a write per 100 ms of batch.
-const DefaultAnnounceEvery = 100 * time.Millisecond
 
 // Inbox is the part of the store that holds users' sequenced requests.
 type Inbox interface {

@@ -97,9 +97,6 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 	}
 	start := time.Now()
 	announced, announce := start, a.AnnounceEvery
-	if announce <= 0 {
-		announce = DefaultAnnounceEvery
-	}
 	for i := first; i < len(in.Items); i++ {
 		if i > first && (time.Since(start) >= in.Budget || ctx.Err() != nil) {
 			break
@@ -116,7 +113,7 @@ func (a *Activities) RunBatch(ctx context.Context, in BatchInput) (res BatchResu
 		}
 		res.Done = append(res.Done, out)
 		activity.RecordHeartbeat(ctx, res.Done)
-		if i < len(in.Items)-1 && time.Since(announced) >= announce {
+		if announce > 0 && i < len(in.Items)-1 && time.Since(announced) >= announce {
 			if a.handled(ctx, in.UserID, in.Items[i].Seq) { // the end's covers the last
 				told = in.Items[i].Seq
 			}

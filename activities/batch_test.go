@@ -832,9 +832,9 @@ func (l *lowMarks) got() []int64 {
 	return slices.Clone(l.lows)
 }
 
-// A batch reports its progress (the queue's low mark, which wakes the
-// user's event streams) as it goes, at most every AnnounceEvery, not only
-// at its end: a finish early in a long batch reaches the streams then.
+// With AnnounceEvery, a batch reports its progress (the queue's low mark,
+// which polling event streams read) as it goes, at most that often, not
+// only at its end: a finish early in a long batch reaches them then.
 func TestRunBatchWithFakeSettler_AnnouncesProgressAsItGoes(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -845,6 +845,7 @@ func TestRunBatchWithFakeSettler_AnnouncesProgressAsItGoes(t *testing.T) {
 	}{
 		{"every item", time.Nanosecond, time.Minute, 3, []int64{2, 3, 4}},
 		{"at the end only", time.Hour, time.Minute, 3, []int64{4}},
+		{"by default at the end only", 0, time.Minute, 3, []int64{4}},
 		// Ended by its budget right after telling: the end does not tell again.
 		{"not twice", time.Nanosecond, time.Nanosecond, 1, []int64{2}},
 	} {

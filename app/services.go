@@ -247,10 +247,11 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 // NewWorker returns a worker for session workflows and their activities.
 func NewWorker(cfg Config, b *Backends, log *slog.Logger) sdkworker.Worker {
 	return worker.New(b.Temporal, worker.Config{
-		Requests: b.Store.Requests,
-		Queues:   b.Store.Queues,
-		Handlers: Registry(cfg),
-		Logger:   log,
+		Requests:      b.Store.Requests,
+		Queues:        b.Store.Queues,
+		Handlers:      Registry(cfg),
+		Logger:        log,
+		AnnounceEvery: cfg.BatchAnnounceEvery,
 		Options: sdkworker.Options{
 			MaxConcurrentWorkflowTaskPollers: cfg.WorkflowPollers,
 			MaxConcurrentActivityTaskPollers: cfg.ActivityPollers,

@@ -119,8 +119,11 @@ const (
 	// largest queue cap (app.MaxQueueLimit).
 	DefaultWindow = 6000
 	// DefaultQuiet: with a live Hub, a watcher still polls this often (a
-	// safety net; the hub wakes it on every move of the queue document).
-	DefaultQuiet = 5 * time.Second
+	// safety net: the hub wakes it on every write it needs to see, and its
+	// feeds say "all" when they cannot tell). At 5 s, 200 streams read 40
+	// queue documents a second for nothing; the head read every
+	// DefaultHeadAgain rides on these polls.
+	DefaultQuiet = 30 * time.Second
 	// historyPlaces is how many finished places before the waiting ones a
 	// watcher reads at its start for the estimates.
 	historyPlaces = 20

@@ -25,7 +25,9 @@ type Config struct {
 	Handlers       *activities.Registry
 	Logger         *slog.Logger
 	HeartbeatEvery time.Duration
-	Options        sdkworker.Options
+	// AnnounceEvery is activities.Activities.AnnounceEvery.
+	AnnounceEvery time.Duration
+	Options       sdkworker.Options
 	// TaskQueue is models.TaskQueue when empty.
 	TaskQueue string
 }
@@ -59,6 +61,7 @@ func New(c client.Client, cfg Config) sdkworker.Worker {
 		Handlers:       cfg.Handlers,
 		Logger:         cfg.Logger,
 		HeartbeatEvery: cfg.HeartbeatEvery,
+		AnnounceEvery:  cfg.AnnounceEvery,
 	}
 	if cfg.Queues != nil {
 		acts.Inbox = Inbox{Requests: cfg.Requests, Queues: cfg.Queues}
