@@ -149,7 +149,16 @@ func (s *server) handleEvents() gin.HandlerFunc {
 				return err
 			}
 			metrics.EventSent(e.Kind)
-			return write(frame)
+			err = write(frame)
+			if r := e.Request; r != nil && e.Live && err == nil {
+				switch {
+				case r.Status.Final() && r.FinishedAt != nil:
+					metrics.EventLag("finished", *r.FinishedAt)
+				case r.Status == models.StatusRunning && r.StartedAt != nil:
+					metrics.EventLag("started", *r.StartedAt)
+				}
+			}
+			return err
 		})
 		if reason := context.Cause(ctx); reason != nil && !errors.Is(reason, context.Canceled) {
 			_ = write(endFrame(reason.Error()))

@@ -49,6 +49,10 @@ type Event struct {
 
 	Positions []Position
 	Session   *models.SessionState
+
+	// Live: the event tells of a change the stream saw happen, not of the
+	// state it found when it started or resumed.
+	Live bool
 }
 
 // Position is where a waiting request stands.
@@ -203,6 +207,7 @@ type Watcher struct {
 	lookedAt time.Time
 	headAt   time.Time // the last read of the head (a full read reads it too)
 	hadLive  bool
+	started  bool // start has sent the state it found
 	emit     func(Event) error
 	cursorAt time.Time
 	// lean: a view for estimates (Views), with no stream: it keeps no
@@ -269,7 +274,7 @@ func (w *Watcher) cursor() string {
 }
 
 func (w *Watcher) send(e Event) error {
-	e.ID = w.cursor()
+	e.ID, e.Live = w.cursor(), w.started
 	return w.emit(e)
 }
 
@@ -329,7 +334,11 @@ func (w *Watcher) start(ctx context.Context, from *Cursor) error {
 		}
 	}
 	w.hadLive = w.anyLive()
-	return w.readSession(ctx, true, false)
+	if err := w.readSession(ctx, true, false); err != nil {
+		return err
+	}
+	w.started = true
+	return nil
 }
 
 // Poll reads the queue document and, if it moved, the requests it says

@@ -109,7 +109,13 @@ func TestWatcherFollowsStartsFinishesAndCancels(t *testing.T) {
 	if err := w.start(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	same(t, "first", describe(rec.take()), "1:running@0", "2:queued@1", "3:queued@2", "4:queued@3", "session open")
+	first := rec.take()
+	same(t, "first", describe(first), "1:running@0", "2:queued@1", "3:queued@2", "4:queued@3", "session open")
+	for _, e := range first {
+		if e.Live {
+			t.Errorf("the state found at the start is told as live: %+v", e)
+		}
+	}
 
 	if err := w.Poll(context.Background()); err != nil {
 		t.Fatal(err)
@@ -122,7 +128,13 @@ func TestWatcherFollowsStartsFinishesAndCancels(t *testing.T) {
 	if err := w.Poll(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	same(t, "a finish and a start", describe(rec.take()), "1:succeeded@0", "2:running@0", "pos 3=1", "pos 4=2")
+	moved := rec.take()
+	same(t, "a finish and a start", describe(moved), "1:succeeded@0", "2:running@0", "pos 3=1", "pos 4=2")
+	for _, e := range moved {
+		if !e.Live {
+			t.Errorf("a change seen is not told as live: %+v", e)
+		}
+	}
 
 	// A cancel of the last: only Scan says it may be anywhere.
 	f.set(4, models.StatusCancelled, now, 0)

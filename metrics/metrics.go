@@ -33,6 +33,7 @@ var (
 	queueWaitBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}
 	executionBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 	attemptBuckets   = []float64{1, 2, 3, 4, 5, 7, 10, 15, 20}
+	eventLagBuckets  = []float64{.01, .025, .05, .1, .25, .5, .75, 1, 1.5, 2.5, 5, 10}
 )
 
 var (
@@ -98,6 +99,12 @@ var (
 		Help: "Events written to event streams, by kind (request, positions, session).",
 	}, []string{"kind"})
 
+	eventLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "turnstile_event_lag_seconds",
+		Help:    "From a request's start or finish as it recorded it (started_at, finished_at: taken before the store write) to its event written to a stream, by what changed (started, finished); a client adds its network.",
+		Buckets: eventLagBuckets,
+	}, []string{"change"})
+
 	sessionsOpen = newCachedGauge(prometheus.NewDesc("turnstile_sessions_open",
 		"Open session workflows, from Temporal visibility (refreshed at most every 10s).", nil, nil),
 		sessionsMaxAge, sessionsScrapeWait, sessionsCountTimeout)
@@ -121,7 +128,7 @@ func init() {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		httpRequests, httpDuration,
 		submitted, started, finished, queueWait, execution, attempts,
-		deliveries, deliveredEntries, eventStreams, eventReads, eventsSent, sessionsOpen, sdk,
+		deliveries, deliveredEntries, eventStreams, eventReads, eventsSent, eventLag, sessionsOpen, sdk,
 	)
 }
 
@@ -206,3 +213,10 @@ func EventRead(read string, n int) { eventReads.WithLabelValues(read).Add(float6
 
 // EventSent counts one event of kind written to a stream.
 func EventSent(kind string) { eventsSent.WithLabelValues(kind).Inc() }
+
+// EventLag records how long after its change (at, the request's own
+// started_at or finished_at) an event went to a stream; change is
+// "started" or "finished".
+func EventLag(change string, at time.Time) {
+	eventLag.WithLabelValues(change).Observe(time.Since(at).Seconds())
+}
