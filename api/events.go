@@ -143,6 +143,7 @@ func (s *server) handleEvents() gin.HandlerFunc {
 		ecfg := s.cfg.Events
 		ecfg.Hub = s.hub
 		w := events.NewWatcher(ecfg, eventSource{s.store}, s.streamSession, u.ID)
+		var lag lagClock
 		err := w.Run(ctx, from, func(e events.Event) error {
 			frame, err := sseFrame(e)
 			if err != nil {
@@ -150,13 +151,8 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			}
 			metrics.EventSent(e.Kind)
 			err = write(frame)
-			if r := e.Request; r != nil && e.Live && err == nil {
-				switch {
-				case r.Status.Final() && r.FinishedAt != nil:
-					metrics.EventLag("finished", *r.FinishedAt)
-				case r.Status == models.StatusRunning && r.StartedAt != nil:
-					metrics.EventLag("started", *r.StartedAt)
-				}
+			if change, at, ok := lag.observe(e); ok && err == nil {
+				metrics.EventLag(change, at)
 			}
 			return err
 		})
@@ -167,6 +163,38 @@ func (s *server) handleEvents() gin.HandlerFunc {
 			_ = write(endFrame("unavailable"))
 		}
 	}
+}
+
+// lagClock times a stream's live events against the changes they tell
+// of: a request's finish, or its start. The start of a run is timed once:
+// a running event for a retry of it carries the run's first started_at,
+// and it or the state sent when a stream starts or resumes (not live) is
+// not a change the clock can time. A user's requests run one at a time,
+// so the clock keeps one request ID: the one it last saw running.
+type lagClock struct{ running string }
+
+// observe returns the change e tells of and when the worker recorded it;
+// ok is false when e is not one to time.
+func (c *lagClock) observe(e events.Event) (change string, at time.Time, ok bool) {
+	r := e.Request
+	if r == nil {
+		return "", time.Time{}, false
+	}
+	if r.Status != models.StatusRunning {
+		if r.ID == c.running {
+			c.running = ""
+		}
+		if e.Live && r.Status.Final() && r.FinishedAt != nil {
+			return "finished", *r.FinishedAt, true
+		}
+		return "", time.Time{}, false
+	}
+	again := r.ID == c.running
+	c.running = r.ID
+	if !e.Live || again || r.StartedAt == nil {
+		return "", time.Time{}, false
+	}
+	return "started", *r.StartedAt, true
 }
 
 // recheckStreamAuth ends the stream (cancel) once its user is disabled or

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/turnstile/turnstile/events"
+	"github.com/turnstile/turnstile/models"
 )
 
 // firstSessionEvent opens GET /v1/events on srv and returns the data of its
@@ -95,5 +98,47 @@ func TestEventStreamSessionStateWithoutAQuery(t *testing.T) {
 	defer f.sessions.mu.Unlock()
 	if f.sessions.queries != 0 {
 		t.Errorf("the streams queried the session %d times, want 0", f.sessions.queries)
+	}
+}
+
+// TestEventLagTimesEachStartOnceAndEachFinish: the lag histogram takes a
+// live event's finish, and a run's start once; a running event for a retry
+// (its started_at is the run's first attempt's), a request already running
+// when the stream started (not live) and queued or session events are not
+// timed; a requeued request's new run is.
+func TestEventLagTimesEachStartOnceAndEachFinish(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { v := t0.Add(d); return &v }
+	req := func(id string, st models.Status, attempts int, started, finished *time.Time) *models.Request {
+		return &models.Request{ID: id, Status: st, Attempts: attempts, StartedAt: started, FinishedAt: finished}
+	}
+	steps := []struct {
+		name   string
+		e      events.Event
+		change string
+		at     *time.Time
+	}{
+		{"running at stream start", events.Event{Request: req("a", models.StatusRunning, 0, at(0), nil)}, "", nil},
+		{"its retry", events.Event{Live: true, Request: req("a", models.StatusRunning, 1, at(0), nil)}, "", nil},
+		{"its finish", events.Event{Live: true, Request: req("a", models.StatusFailed, 2, at(0), at(5*time.Second))}, "finished", at(5 * time.Second)},
+		{"queued", events.Event{Live: true, Request: req("b", models.StatusQueued, 0, nil, nil)}, "", nil},
+		{"session", events.Event{Live: true}, "", nil},
+		{"first start", events.Event{Live: true, Request: req("b", models.StatusRunning, 0, at(6*time.Second), nil)}, "started", at(6 * time.Second)},
+		{"retry", events.Event{Live: true, Request: req("b", models.StatusRunning, 1, at(6*time.Second), nil)}, "", nil},
+		{"second retry", events.Event{Live: true, Request: req("b", models.StatusRunning, 2, at(6*time.Second), nil)}, "", nil},
+		{"finish", events.Event{Live: true, Request: req("b", models.StatusSucceeded, 3, at(6*time.Second), at(9*time.Second))}, "finished", at(9 * time.Second)},
+		{"requeued", events.Event{Live: true, Request: req("a", models.StatusQueued, 2, nil, nil)}, "", nil},
+		{"its new run", events.Event{Live: true, Request: req("a", models.StatusRunning, 2, at(10*time.Second), nil)}, "started", at(10 * time.Second)},
+	}
+	var c lagClock
+	for _, s := range steps {
+		change, got, ok := c.observe(s.e)
+		want := time.Time{}
+		if s.at != nil {
+			want = *s.at
+		}
+		if change != s.change || !got.Equal(want) || ok != (s.change != "") {
+			t.Errorf("%s: observe = %q %v %v, want %q %v", s.name, change, got, ok, s.change, want)
+		}
 	}
 }

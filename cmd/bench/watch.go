@@ -71,21 +71,23 @@ func (w *watchers) follow(ctx context.Context, c *client, token string) error {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	var kind string
+	var kind, running string
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
 		case strings.HasPrefix(line, "event: "):
 			kind = line[7:]
 		case strings.HasPrefix(line, "data: "):
-			w.take(kind, []byte(line[6:]), time.Now())
+			w.take(kind, []byte(line[6:]), time.Now(), &running)
 		}
 	}
 	return sc.Err()
 }
 
-// take records one event received at now.
-func (w *watchers) take(kind string, data []byte, now time.Time) {
+// take records one event received at now. running is the ID of the request
+// the stream last told was running: a run's start is timed once (a retry's
+// running event carries the run's first started_at).
+func (w *watchers) take(kind string, data []byte, now time.Time, running *string) {
 	var e event
 	if json.Unmarshal(data, &e) != nil {
 		return
@@ -96,8 +98,15 @@ func (w *watchers) take(kind string, data []byte, now time.Time) {
 	case "request":
 		// The change's own time, as the server recorded it (same clock
 		// as this machine's for make run).
+		again := e.ID == *running
 		switch {
-		case e.Status == "running" && e.StartedAt != nil:
+		case e.Status == "running":
+			*running = e.ID
+		case again:
+			*running = ""
+		}
+		switch {
+		case e.Status == "running" && e.StartedAt != nil && !again:
 			w.latencies = append(w.latencies, now.Sub(*e.StartedAt))
 		case (e.Status == "succeeded" || e.Status == "failed") && e.FinishedAt != nil:
 			w.latencies = append(w.latencies, now.Sub(*e.FinishedAt))
