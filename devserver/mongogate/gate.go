@@ -54,7 +54,13 @@ type Config struct {
 	Backend string
 	// Logger gets connection errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Writers is how many write commands the gate lets FerretDB work on
+	// at once (see Gate.serial); 0 means DefaultWriters.
+	Writers int
 }
+
+// DefaultWriters: see Config.Writers.
+const DefaultWriters = 2
 
 // Gate is a running gate. Close stops it.
 type Gate struct {
@@ -63,6 +69,7 @@ type Gate struct {
 	log     *slog.Logger
 	reader  *mongo.Client // straight to FerretDB, for the by-_id reads
 	locks   locks
+	writers chan struct{} // see serial
 	feed    feed
 
 	mu     sync.Mutex
@@ -100,7 +107,10 @@ func Start(ctx context.Context, cfg Config) (*Gate, error) {
 		_ = reader.Disconnect(context.Background())
 		return nil, fmt.Errorf("mongogate: %w", err)
 	}
-	g := &Gate{ln: ln, backend: cfg.Backend, log: cfg.Logger, reader: reader, conns: map[net.Conn]struct{}{}}
+	if cfg.Writers <= 0 {
+		cfg.Writers = DefaultWriters
+	}
+	g := &Gate{ln: ln, backend: cfg.Backend, log: cfg.Logger, reader: reader, conns: map[net.Conn]struct{}{}, writers: make(chan struct{}, cfg.Writers)}
 	g.locks.init()
 	g.feed.init()
 	g.wg.Add(1)
