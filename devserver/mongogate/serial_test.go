@@ -30,7 +30,7 @@ func TestSerialLetsInWritersAtATimeInArrivalOrder(t *testing.T) {
 			mu.Lock()
 			order = append(order, i)
 			mu.Unlock()
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(30 * time.Millisecond) // longer than the arrivals are apart
 			inside.Add(-1)
 			release()
 		}()
