@@ -22,6 +22,9 @@
 // $in, $nin and $exists, a dotted path, an array field) is forwarded as it
 // came, still under the lock: correct, only slower.
 //
+// Writes, inserts too, then take turns (see Gate.serial): a few at a time,
+// in their order of arrival, instead of SQLite's sleep-and-retry.
+//
 // Reads pass through untouched: FerretDB reads one document in one SQLite
 // statement, which is atomic.
 //
