@@ -236,16 +236,7 @@ func TestHubWakesWithThePlacesWrittenAndSkipsTheCountersTheyExplain(t *testing.T
 		t.Error("a's request written: b woken")
 	}
 
-	qf.mu.Lock()
-	qf.fields = []string{"steer", "rev", "updated_at"}
-	qf.mu.Unlock()
-	qf.move("a")
-	if !woken(a, time.Second) {
-		t.Fatal("a's steering moved: a not woken")
-	}
-	if queue, _ := a.Take(); !queue {
-		t.Error("a's steering moved: not told the queue document moved")
-	}
+	moveQueueFields(t, qf, a, "a's steering moved", "steer", "rev", "updated_at")
 
 	rf.mu.Lock()
 	rf.err = store.ErrNoFeed
@@ -259,15 +250,22 @@ func TestHubWakesWithThePlacesWrittenAndSkipsTheCountersTheyExplain(t *testing.T
 		t.Error("the queue feed still works: live")
 	}
 	drain(a)
+	moveQueueFields(t, qf, a, "without the requests' feed, a start's counters moved", "started", "rev", "updated_at")
+}
+
+// moveQueueFields has qf report a write of fields to user a's queue document
+// and checks that a's stream w is woken and told the queue document moved.
+func moveQueueFields(t *testing.T, qf *fakeFeed, w *Sub, what string, fields ...string) {
+	t.Helper()
 	qf.mu.Lock()
-	qf.fields = []string{"started", "rev", "updated_at"}
+	qf.fields = fields
 	qf.mu.Unlock()
 	qf.move("a")
-	if !woken(a, time.Second) {
-		t.Fatal("without the requests' feed a start's counters must wake a")
+	if !woken(w, time.Second) {
+		t.Fatalf("%s: not woken", what)
 	}
-	if queue, _ := a.Take(); !queue {
-		t.Error("without the requests' feed: not told the queue document moved")
+	if queue, _ := w.Take(); !queue {
+		t.Errorf("%s: not told the queue document moved", what)
 	}
 }
 
