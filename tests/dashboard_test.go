@@ -35,6 +35,10 @@ var metricContract = map[string]struct {
 	"turnstile_request_execution_seconds":     {"histogram", []string{"type"}},
 	"turnstile_request_attempts":              {"histogram", []string{"type"}},
 	"turnstile_sessions_open":                 {"gauge", nil},
+	"turnstile_event_streams_open":            {"gauge", nil},
+	"turnstile_events_sent_total":             {"counter", []string{"kind"}},
+	"turnstile_event_documents_read_total":    {"counter", []string{"read"}},
+	"turnstile_event_lag_seconds":             {"histogram", []string{"change"}},
 }
 
 // prometheusMade are series Prometheus itself adds for each target; no
@@ -51,11 +55,17 @@ func TestDashboard_EveryQueriedMetricIsExported(t *testing.T) {
 	}
 
 	// Make every series move: submissions, starts, finishes, waits,
-	// executions, attempts, sessions, HTTP calls.
+	// executions, attempts, sessions, HTTP calls,
+	// and an event stream that sees them happen (events, lag, reads).
 	c := newUser(t)
+	st := c.openStream("")
+	defer st.close()
 	a := c.submit("echo", map[string]string{"dashboard": "one"})
 	b := c.submit("echo", map[string]string{"dashboard": "two"})
 	c.waitFinal(a.ID, b.ID)
+	st.until(20*time.Second, func(e sse, r request) bool {
+		return e.kind == "request" && r.ID == b.ID && r.Status == "succeeded"
+	})
 	c.mustDo("GET", "/v1/session", nil, 200, nil)
 
 	// Recording a metric can trail the MongoDB write the test waited for.
